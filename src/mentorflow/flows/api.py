@@ -1,0 +1,238 @@
+"""The learner API: published flows and server-side learner sessions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Response, current_app, json, request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from mentorflow.flows import services
+from mentorflow.flows.engine import AnswerError
+from mentorflow.flows.models import LearnerSession
+from mentorflow.flows.schemas import (
+    BackSchema,
+    PublishedFlowSchema,
+    SessionContextSchema,
+    SessionCreatedSchema,
+    SessionSchema,
+    SessionStateSchema,
+    StartSessionSchema,
+    StepSubmissionSchema,
+)
+from mentorflow.platform import idempotency
+from mentorflow.platform.auth import CredentialKind, require
+from mentorflow.platform.db import begin_write
+from mentorflow.platform.errors import abort
+from mentorflow.platform.extensions import db
+from mentorflow.platform.tenancy import current_org, scope_blueprint_to_org
+
+blp = Blueprint(
+    "learner",
+    __name__,
+    url_prefix="/v1/orgs/<org>",
+    description="Published flows and learner sessions. Each step is one committed POST; "
+    "a refresh is a GET.",
+)
+scope_blueprint_to_org(blp)
+
+KEYS = (CredentialKind.PUBLISHABLE, CredentialKind.SECRET)
+SESSION_READERS = (CredentialKind.SECRET, CredentialKind.SESSION)
+SESSION_ID = re.compile(services.SESSION_ID_RE)
+MAX_IDEMPOTENCY_KEY = 255
+
+_state_schema = SessionStateSchema()
+_session_schema = SessionSchema()
+
+
+def _etag_matches(header: Any, value: str) -> bool:
+    # Accept the quoted form we send ("3") and a bare 3 from hand-written clients.
+    return header.star_tag or header.contains(value) or header.contains_raw(value)
+
+
+def _session_etag(session_version: int) -> str:
+    return f'"{session_version}"'
+
+
+def _authorized_session(session_id: str) -> None:
+    credential = require(*SESSION_READERS)
+    # A session token opens its own session only; anything else is not there for it.
+    if not SESSION_ID.match(session_id) or (
+        credential.kind == CredentialKind.SESSION and credential.session_id != session_id
+    ):
+        abort(404, message=f"No session '{session_id}'.")
+
+
+def _load_session(session_id: str, *, for_update: bool = False) -> LearnerSession:
+    if for_update:
+        begin_write(db.session)
+        session = services.lock_session(current_org.id, session_id)
+    else:
+        session = services.find_session(current_org.id, session_id)
+    if session is None:
+        abort(404, message=f"No session '{session_id}'.")
+    return session
+
+
+def _state_response(body: dict[str, Any], status: int = 200, **headers: str) -> Response:
+    response = current_app.response_class(
+        json.dumps(body), status=status, mimetype="application/json"
+    )
+    response.headers["ETag"] = _session_etag(body["session"]["version"])
+    for name, value in headers.items():
+        response.headers[name.replace("_", "-")] = value
+    return response
+
+
+def _conflict(exc: services.StepConflict, problem: str) -> None:
+    state = _state_schema.dump(services.session_state(current_org, exc.session))
+    abort(409, message=exc.detail, problem=problem, extra=state)
+
+
+@blp.route("/flows/<flow>")
+class PublishedFlow(MethodView):
+    @blp.response(200, PublishedFlowSchema)
+    @blp.alt_response(304, description="Not modified (If-None-Match)")
+    def get(self, org: str, flow: str) -> Any:
+        """Read a flow's published definition."""
+        require(*KEYS)
+        found = services.find_published(current_org.id, flow)
+        if found is None:
+            abort(404, message=f"No published flow '{flow}'.")
+        flow_obj, version = found
+        etag = f'"{version.number}-{version.checksum[:16]}"'
+        if _etag_matches(request.if_none_match, etag.strip('"')):
+            return Response(status=304, headers={"ETag": etag})
+        body = {
+            "org": current_org.slug,
+            "slug": flow_obj.slug,
+            "title": flow_obj.title,
+            "version": version.number,
+            "checksum": version.checksum,
+            "published_at": version.published_at,
+            "definition": version.definition,
+        }
+        return body, {"ETag": etag}
+
+
+@blp.route("/flows/<flow>/sessions")
+class FlowSessions(MethodView):
+    @blp.arguments(StartSessionSchema)
+    @blp.response(201, SessionCreatedSchema)
+    def post(self, contact: dict[str, Any], org: str, flow: str) -> Any:
+        """Start a learner session on the flow's published version."""
+        require(*KEYS)
+        begin_write(db.session)
+        found = services.find_published(current_org.id, flow)
+        if found is None:
+            abort(404, message=f"No published flow '{flow}'.")
+        session, token = services.start_session(current_org, *found, **contact)
+        body = _state_schema.dump(services.session_state(current_org, session))
+        db.session.commit()
+        body["token"] = token
+        location = url_for("learner.LearnerSessionResource", org=org, session_id=session.id)
+        return _state_response(body, 201, Location=location)
+
+
+@blp.route("/sessions/<session_id>")
+class LearnerSessionResource(MethodView):
+    @blp.response(200, SessionStateSchema)
+    @blp.alt_response(304, description="Not modified (If-None-Match)")
+    def get(self, org: str, session_id: str) -> Any:
+        """Read a session and its current step (what a page refresh shows)."""
+        _authorized_session(session_id)
+        session = _load_session(session_id)
+        if _etag_matches(request.if_none_match, str(session.version)):
+            return Response(status=304, headers={"ETag": _session_etag(session.version)})
+        return _state_response(_state_schema.dump(services.session_state(current_org, session)))
+
+
+@blp.route("/sessions/<session_id>/steps")
+class SessionSteps(MethodView):
+    @blp.arguments(StepSubmissionSchema)
+    @blp.response(200, SessionStateSchema)
+    @blp.alt_response(
+        409, description="Not the current step; the body carries the session and step to re-render"
+    )
+    @blp.alt_response(412, description="If-Match does not match the session version")
+    def post(self, submission: dict[str, Any], org: str, session_id: str) -> Any:
+        """Answer the current step: saves the answer and the new position in one transaction."""
+        _authorized_session(session_id)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            abort(
+                422,
+                errors={
+                    "headers.Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]
+                },
+            )
+        fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
+        session = _load_session(session_id, for_update=True)
+        if key is not None:
+            stored = idempotency.find_stored(current_org.id, session_id, key)
+            if stored is not None:
+                if stored.request_hash != fingerprint:
+                    abort(
+                        422,
+                        problem="idempotency-key-reused",
+                        message="This Idempotency-Key was used with a different request body.",
+                        errors={"headers.Idempotency-Key": ["was used with another body"]},
+                    )
+                return _state_response(
+                    stored.response_body, stored.status_code, Idempotent_Replayed="true"
+                )
+        if request.if_match and not _etag_matches(request.if_match, str(session.version)):
+            abort(
+                412,
+                problem="version-mismatch",
+                message=f"The session is at version {session.version}; If-Match did not match.",
+            )
+        try:
+            services.commit_step(
+                current_org, session, submission["step_id"], submission.get("answer")
+            )
+        except services.SessionClosed as exc:
+            _conflict(exc, "session-closed")
+        except services.StepConflict as exc:
+            _conflict(exc, "step-conflict")
+        except AnswerError as exc:
+            db.session.rollback()
+            abort(422, message="The answer is not valid for this step.", errors=exc.errors)
+        body = _state_schema.dump(services.session_state(current_org, session))
+        if key is not None:
+            idempotency.store_response(current_org.id, session_id, key, fingerprint, 200, body)
+        db.session.commit()
+        return _state_response(body)
+
+
+@blp.route("/sessions/<session_id>/back")
+class SessionBack(MethodView):
+    @blp.arguments(BackSchema)
+    @blp.response(200, SessionStateSchema)
+    @blp.alt_response(409, description="The step was not completed in this session")
+    def post(self, target: dict[str, Any], org: str, session_id: str) -> Any:
+        """Go back to a step the session already completed; answers are kept."""
+        _authorized_session(session_id)
+        session = _load_session(session_id, for_update=True)
+        try:
+            services.go_back(current_org, session, target["step_id"])
+        except services.SessionClosed as exc:
+            _conflict(exc, "session-closed")
+        except services.StepConflict as exc:
+            _conflict(exc, "step-conflict")
+        except services.UnknownStep:
+            abort(422, errors={"step_id": [f"unknown step '{target['step_id']}'"]})
+        body = _state_schema.dump(services.session_state(current_org, session))
+        db.session.commit()
+        return _state_response(body)
+
+
+@blp.route("/sessions/<session_id>/context")
+class SessionContext(MethodView):
+    @blp.response(200, SessionContextSchema)
+    def get(self, org: str, session_id: str) -> Any:
+        """Read the session's answers and position, for chat or AI callers."""
+        _authorized_session(session_id)
+        return services.session_context(_load_session(session_id))

@@ -1,0 +1,72 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+
+from mentorflow.platform import config as config_module
+from mentorflow.platform.extensions import api, db, limiter, migrate
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Create the mentorflow app: defaults, then ``MENTORFLOW_*`` variables, then ``config``."""
+    instance_path = config_module.default_instance_path()
+    if config and config.get("INSTANCE_PATH"):
+        instance_path = Path(config["INSTANCE_PATH"]).resolve()
+    app = Flask("mentorflow", instance_path=str(instance_path), instance_relative_config=True)
+    app.config.from_mapping(config_module.DEFAULTS)
+    app.config.from_prefixed_env("MENTORFLOW")
+    if config:
+        app.config.from_mapping(config)
+    app.config["INSTANCE_PATH"] = str(instance_path)
+    instance_path.mkdir(parents=True, exist_ok=True)
+    config_module.finalize(app.config, instance_path)
+    logging.basicConfig(
+        level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    _import_models()
+    db.init_app(app)
+    migrate.init_app(
+        app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True
+    )
+    api.init_app(app)
+    limiter.init_app(app)
+    _register_blueprints(app)
+    _register_health(app)
+    return app
+
+
+def _import_models() -> None:
+    # Every model must be known to the metadata before migrations compare against it.
+    import mentorflow.flows.models
+    import mentorflow.platform.idempotency
+    import mentorflow.platform.outbox
+    import mentorflow.tenants.models
+    import mentorflow.worker.models  # noqa: F401
+
+
+def _register_blueprints(app: Flask) -> None:
+    from mentorflow.flows.api import blp as flows_blp
+    from mentorflow.worker.api import blp as jobs_blp
+
+    api.register_blueprint(flows_blp)
+    api.register_blueprint(jobs_blp)
+
+
+def _register_health(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz() -> tuple[dict[str, str], int]:
+        """Report whether the app can reach its database."""
+        try:
+            db.session.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            return {"status": "unavailable", "database": type(exc).__name__}, 503
+        return {"status": "ok", "database": "ok"}, 200

@@ -1,0 +1,140 @@
+"""API keys and session tokens: generation, hashing and the request's credential."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import Response, after_this_request, current_app, g, request
+
+from mentorflow.platform.db import utcnow
+from mentorflow.platform.errors import abort
+from mentorflow.platform.extensions import db
+
+SESSION_TOKEN_PREFIX = "st"
+#: How stale ``api_keys.last_used_at`` may get before a request refreshes it.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class CredentialKind(enum.StrEnum):
+    PUBLISHABLE = "publishable"
+    SECRET = "secret"
+    SESSION = "session"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who is calling: an org's API key, or one learner session's token."""
+
+    kind: CredentialKind
+    org_id: int
+    key_id: int | None = None
+    session_id: str | None = None
+
+
+def generate_secret(prefix: str) -> str:
+    """Return a new random secret such as ``pk_…``."""
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str) -> str:
+    """Return the SHA-256 hex digest stored in place of a secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    """Return the non-secret head of a key that identifies it to people."""
+    return secret[:11]
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _unauthorized(detail: str) -> None:
+    abort(401, message=detail, headers={"WWW-Authenticate": 'Bearer realm="mentorflow"'})
+
+
+def authenticate() -> Credential:
+    """Return the request's credential, cached on ``g``; 401 if missing, unknown or revoked."""
+    if "credential" in g:
+        return g.credential
+    token = _bearer_token()
+    if token is None:
+        _unauthorized("Send an API key or session token as 'Authorization: Bearer <token>'.")
+    g.credential = _resolve(token)
+    return g.credential
+
+
+def _resolve(token: str) -> Credential:
+    from mentorflow.flows.models import LearnerSession
+    from mentorflow.tenants.models import ApiKey
+
+    digest = hash_secret(token)
+    if token.startswith(f"{SESSION_TOKEN_PREFIX}_"):
+        row = db.session.execute(
+            sa.select(LearnerSession.id, LearnerSession.org_id).where(
+                LearnerSession.token_hash == digest
+            )
+        ).first()
+        if row is None:
+            _unauthorized("The session token is not valid.")
+        return Credential(CredentialKind.SESSION, org_id=row.org_id, session_id=row.id)
+    if token.startswith(("pk_", "sk_")):
+        key = db.session.execute(
+            sa.select(
+                ApiKey.id, ApiKey.org_id, ApiKey.kind, ApiKey.revoked_at, ApiKey.last_used_at
+            ).where(ApiKey.key_hash == digest)
+        ).first()
+        if key is None or key.revoked_at is not None:
+            _unauthorized("The API key is not valid or has been revoked.")
+        _touch_key(key.id, key.last_used_at)
+        return Credential(CredentialKind(str(key.kind)), org_id=key.org_id, key_id=key.id)
+    _unauthorized("Unknown token format: expected pk_…, sk_… or st_….")
+    raise AssertionError("unreachable")
+
+
+def _touch_key(key_id: int, last_used_at: datetime | None) -> None:
+    now = utcnow()
+    if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:
+        return
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def record_use() -> None:
+        from mentorflow.tenants.models import ApiKey
+
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(
+                sa.update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now)
+            )
+
+    # After the response is sent, in a transaction of its own: the request's transaction may
+    # be read-only or rolled back, and on SQLite it may hold the write lock until it ends.
+    after_this_request(lambda response: _on_close(response, record_use))
+
+
+def _on_close(response: Response, callback: Callable[[], None]) -> Response:
+    response.call_on_close(callback)
+    return response
+
+
+def require(*kinds: CredentialKind) -> Credential:
+    """Return the credential if it is one of ``kinds``, else 403."""
+    credential = authenticate()
+    if credential.kind not in kinds:
+        allowed = " or ".join(
+            f"a {kind} key" if kind != "session" else "the session's token" for kind in kinds
+        )
+        abort(
+            403, message=f"This endpoint needs {allowed}; a {credential.kind} credential was sent."
+        )
+    return credential

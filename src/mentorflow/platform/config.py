@@ -1,0 +1,109 @@
+"""Configuration defaults; ``MENTORFLOW_*`` environment variables override them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+#: Every setting an operator may change, with its default. The README documents each one.
+DEFAULTS: dict[str, Any] = {
+    # SQLAlchemy URL; empty means a SQLite file in the instance folder.
+    "DATABASE_URL": "",
+    # Celery broker; empty means the embedded SQLite transport in the instance folder.
+    "BROKER_URL": "",
+    # Sinks that get one delivery per outbox event.
+    "SINKS": "posthog,memory",
+    # Default inactivity before a session is marked abandoned, in seconds (orgs may override).
+    "ABANDON_AFTER": 7 * 24 * 3600,
+    # Requests per client address to the learner API; "" disables the limit.
+    "RATE_LIMIT": "1200 per minute",
+    # Where rate-limit counters live: memory:// (one process) or redis://... (shared).
+    "RATE_LIMIT_STORAGE_URL": "memory://",
+    # gunicorn settings used by `mentorflow serve`.
+    "WEB_CONCURRENCY": 4,
+    "WEB_TIMEOUT": 30,
+    # Set the session cookie's Secure flag (behind HTTPS).
+    "SECURE_COOKIES": False,
+    "LOG_LEVEL": "INFO",
+    # Sink credentials (issue #3 delivers through them).
+    "POSTHOG_API_KEY": "",
+    "POSTHOG_HOST": "https://us.i.posthog.com",
+    "SUPERMEMORY_API_KEY": "",
+    "SUPERMEMORY_BASE_URL": "https://api.supermemory.ai",
+}
+
+
+def default_instance_path() -> Path:
+    """Return ``MENTORFLOW_INSTANCE_PATH``, else ``instance/`` of a source checkout, else CWD's."""
+    configured = os.environ.get("MENTORFLOW_INSTANCE_PATH")
+    if configured:
+        return Path(configured).resolve()
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "mentorflow").is_dir():
+        return checkout / "instance"
+    return Path.cwd() / "instance"
+
+
+def finalize(config: dict[str, Any], instance_path: Path) -> None:
+    """Derive the library settings (SQLAlchemy, smorest, limiter) from ours."""
+    if not config.get("DATABASE_URL"):
+        config["DATABASE_URL"] = f"sqlite:///{instance_path / 'mentorflow.db'}"
+    url = str(config["DATABASE_URL"])
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    config["DATABASE_URL"] = url
+    config["SQLALCHEMY_DATABASE_URI"] = url
+    engine_options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    if url.startswith("postgresql"):
+        engine_options.setdefault("pool_pre_ping", True)
+        engine_options.setdefault("pool_size", 10)
+        engine_options.setdefault("max_overflow", 20)
+    if not config.get("BROKER_URL"):
+        config["BROKER_URL"] = f"sqla+sqlite:///{instance_path / 'broker.db'}"
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = _instance_secret(instance_path)
+    config.setdefault("API_TITLE", "mentorflow learner API")
+    config.setdefault("API_VERSION", "v1")
+    config.setdefault("OPENAPI_VERSION", "3.1.0")
+    config.setdefault("OPENAPI_URL_PREFIX", "/v1")
+    config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    config["RATELIMIT_ENABLED"] = bool(config.get("RATE_LIMIT"))
+    config["RATELIMIT_DEFAULT"] = config.get("RATE_LIMIT") or None
+    # Only the public API is limited; the console has its own login throttle.
+    config["RATELIMIT_DEFAULTS_EXEMPT_WHEN"] = _not_api_request
+    # A limiter storage outage (Redis) must not fail learners' requests.
+    config["RATELIMIT_SWALLOW_ERRORS"] = True
+    config["RATELIMIT_STORAGE_URI"] = config["RATE_LIMIT_STORAGE_URL"]
+    config["RATELIMIT_HEADERS_ENABLED"] = True
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    config["SESSION_COOKIE_SECURE"] = bool(config.get("SECURE_COOKIES"))
+    config["SINKS"] = _as_list(config["SINKS"])
+
+
+def _not_api_request() -> bool:
+    from flask import request
+
+    return not request.path.startswith("/v1/")
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _instance_secret(instance_path: Path) -> str:
+    # Development convenience: a random key kept in the instance folder, so sessions survive
+    # restarts. Production sets MENTORFLOW_SECRET_KEY.
+    path = instance_path / "secret_key"
+    if path.is_file():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

@@ -1,0 +1,165 @@
+"""The demo installation: an org, a staff owner, keys and the tattoo-pricing flow."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+
+from mentorflow.flows import services as flow_services
+from mentorflow.flows.document import load_document
+from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.platform.auth import hash_secret
+from mentorflow.platform.db import begin_write
+from mentorflow.platform.extensions import db
+from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.models import ApiKey, KeyKind, Org, Role
+
+DEMO_FLOW = Path(__file__).resolve().parent.parent / "flows" / "demo" / "demo-flow.yaml"
+DEMO_ORG = "demo"
+DEMO_EMAIL = "mentor@demo.example"
+
+
+@dataclass
+class Demo:
+    org: str
+    flow: str
+    staff_email: str
+    staff_password: str
+    publishable_key: str
+    secret_key: str
+
+
+def seed_demo() -> Demo:
+    """Create what is missing of the demo and return its credentials."""
+    # Keys are stored hashed, so the demo keeps its plain secrets in the instance folder to be
+    # able to print them again on the next run.
+    secrets_file = Path(current_app.instance_path) / "demo.json"
+    saved = json.loads(secrets_file.read_text()) if secrets_file.is_file() else {}
+    begin_write(db.session)
+    org = db.session.scalars(sa.select(Org).where(Org.slug == DEMO_ORG)).first()
+    if org is None:
+        org = tenant_services.create_org(DEMO_ORG, "Demo Tattoo Studio")
+    keys = {kind: _live_key(org, kind, saved.get(kind.value)) for kind in KeyKind}
+    password = saved.get("staff_password") or secrets.token_urlsafe(12)
+    tenant_services.create_staff(DEMO_EMAIL, password, org, Role.OWNER)
+    definition = load_document(DEMO_FLOW.read_bytes())
+    flow, _ = flow_services.save_draft(org, definition)
+    flow_services.publish_version(flow, notes="demo", by=DEMO_EMAIL)
+    db.session.commit()
+    saved = {"staff_password": password, **{kind.value: secret for kind, secret in keys.items()}}
+    secrets_file.write_text(json.dumps(saved, indent=2))
+    secrets_file.chmod(0o600)
+    return Demo(
+        org=org.slug,
+        flow=flow.slug,
+        staff_email=DEMO_EMAIL,
+        staff_password=password,
+        publishable_key=keys[KeyKind.PUBLISHABLE],
+        secret_key=keys[KeyKind.SECRET],
+    )
+
+
+def _live_key(org: Org, kind: KeyKind, saved: str | None) -> str:
+    if saved:
+        live = db.session.scalars(
+            sa.select(ApiKey.id).where(
+                ApiKey.key_hash == hash_secret(saved),
+                ApiKey.org_id == org.id,
+                ApiKey.revoked_at.is_(None),
+            )
+        ).first()
+        if live is not None:
+            return saved
+    return tenant_services.create_api_key(org, kind)[1]
+
+
+EXAMPLE_TEXT = {
+    "goal": "Booked two months out at a day rate that pays for the quiet weeks.",
+    "blocker": "I'm scared that raising my prices will empty my books.",
+}
+
+
+def example_answer(step: dict[str, Any]) -> Any:
+    """Return a plausible answer for a step, for the walk-through."""
+    kind = step["type"]
+    if kind in ("info", "video"):
+        return None
+    if kind == "single_choice":
+        return step["options"][min(1, len(step["options"]) - 1)]["value"]
+    if kind == "multi_choice":
+        return [option["value"] for option in step["options"][: max(1, step["min_selected"])]]
+    if kind in ("text", "long_text"):
+        return EXAMPLE_TEXT.get(step["key"], "Honestly, still figuring that out.")
+    if kind in ("number", "scale"):
+        low = step.get("min") if step.get("min") is not None else 0
+        high = step.get("max") if step.get("max") is not None else low + 400
+        return int(low + (high - low) // 2) if kind == "scale" else 400
+    if kind == "boolean":
+        return False
+    if kind == "email":
+        return "ada@example.com"
+    if kind == "phone":
+        return "+1 555 010 0199"
+    contact = {"name": "Ada", "email": "ada@example.com", "phone": "+1 555 010 0199"}
+    return {field: contact[field] for field in step["fields"]}
+
+
+WALKTHROUGH_HEADER = r"""API={api}
+PK={pk}
+field() {{ python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }}
+curl -s -H "Authorization: Bearer $PK" $API/flows/{flow} | field '"version", d["version"]'
+NEW=$(curl -s -X POST -H "Authorization: Bearer $PK" -H "Content-Type: application/json" \
+      -d '{{"name": "Ada"}}' $API/flows/{flow}/sessions)
+SID=$(echo "$NEW" | field 'd["session"]["id"]'); ST=$(echo "$NEW" | field 'd["token"]')
+step() {{  # step STEP_ID ANSWER_JSON: answer the current step; print progress and the next step
+  curl -s -X POST -H "Authorization: Bearer $ST" -H "Content-Type: application/json" \
+       -H "Idempotency-Key: $SID-$1" -d "{{\"step_id\": \"$1\", \"answer\": $2}}" \
+       $API/sessions/$SID/steps | field 'd["session"]["progress"]["percent"], (d["step"] or {{}}).get("id")'
+}}"""
+
+WALKTHROUGH_FOOTER = r"""# a refresh shows the server's state; the context is what a chat or AI caller reads
+curl -s -H "Authorization: Bearer $ST" $API/sessions/$SID | field 'd["session"]["status"], d["session"]["progress"]'
+curl -s -H "Authorization: Bearer $ST" $API/sessions/$SID/context | field 'd["completed_phases"]'"""
+
+
+def walkthrough(demo: Demo, base_url: str) -> str:
+    """Return a shell script that walks the demo flow to completion with curl."""
+    flow = CompiledFlow(load_document(DEMO_FLOW.read_bytes()))
+    header = WALKTHROUGH_HEADER.format(
+        api=f"{base_url}/v1/orgs/{demo.org}", pk=demo.publishable_key, flow=demo.flow
+    )
+    lines = [header]
+    answers: dict[str, Any] = {}
+    step_id = flow.first_step_id
+    while step_id is not None:
+        step = flow.step(step_id)
+        answer = example_answer(step)
+        if step["type"] not in ("info", "video"):
+            answers[step["key"]] = answer
+        quoted = json.dumps(answer).replace("'", "'\\''")
+        lines.append(f"step {step_id} '{quoted}'")
+        step_id = flow.next_step_id(step_id, answers)
+    lines.append(WALKTHROUGH_FOOTER)
+    return "\n".join(lines) + "\n"
+
+
+def print_walkthrough(demo: Demo, base_url: str) -> None:
+    """Print the demo's credentials and a curl walk-through of the learner API."""
+    click.echo(f"""
+mentorflow demo is ready
+  console         {base_url}/admin/   ({demo.staff_email} / {demo.staff_password})
+  player          {base_url}/play/{demo.org}/{demo.flow}
+  API docs        {base_url}/v1/openapi.json
+  publishable key {demo.publishable_key}
+  secret key      {demo.secret_key}
+
+Walk the demo flow to completion with curl (paste into a shell):
+""")
+    click.echo(walkthrough(demo, base_url))

@@ -1,0 +1,119 @@
+"""RFC 9457 problem+json errors for the API.
+
+Views call :func:`abort` (flask-smorest's, re-exported) with a ``message`` and, where it helps
+a client recover, ``errors`` per field, ``extra`` members or ``headers``; the API's error
+handler renders every HTTP error under ``/v1`` and ``/healthz`` as problem+json. Console pages
+keep Flask's HTML errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, json, request
+from flask_smorest import Api
+from flask_smorest import abort as abort
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
+
+PROBLEM_JSON = "application/problem+json"
+API_PREFIXES = ("/v1/", "/healthz")
+
+# Machine-readable problem types for the outcomes a client is expected to branch on.
+PROBLEM_TYPES = {
+    "step-conflict": "urn:mentorflow:problem:step-conflict",
+    "session-closed": "urn:mentorflow:problem:session-closed",
+    "validation": "urn:mentorflow:problem:validation",
+    "idempotency-key-reused": "urn:mentorflow:problem:idempotency-key-reused",
+    "version-mismatch": "urn:mentorflow:problem:version-mismatch",
+}
+
+
+def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Flatten nested marshmallow/webargs messages into ``{"a.b": ["..."]}``."""
+    if isinstance(messages, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_errors(value, name))
+        return flat
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return {prefix or "_schema": list(messages)}
+    if isinstance(messages, list):
+        flat = {}
+        for index, value in enumerate(messages):
+            flat.update(flatten_errors(value, f"{prefix}[{index}]"))
+        return flat
+    return {prefix or "_schema": [str(messages)]}
+
+
+def _field_errors(data: dict[str, Any]) -> dict[str, list[str]] | None:
+    if "errors" in data:
+        return data["errors"]
+    messages = data.get("messages")
+    if not messages:
+        return None
+    flat: dict[str, list[str]] = {}
+    for location, fields in messages.items():
+        # The body is what clients think of as "the fields"; other locations keep their name.
+        flat.update(flatten_errors(fields, "" if location == "json" else location))
+    return flat
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    problem: str | None = None,
+    errors: dict[str, list[str]] | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Build a problem+json response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPES.get(problem, "about:blank") if problem else "about:blank",
+        "title": title or HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+class ProblemApi(Api):
+    """flask-smorest ``Api`` whose errors are problem+json."""
+
+    def handle_http_exception(self, error: HTTPException) -> Any:
+        if not request.path.startswith(API_PREFIXES):
+            return error
+        data = getattr(error, "data", None) or {}
+        headers = dict(data.get("headers") or {})
+        if error.code == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            headers.setdefault("Allow", ", ".join(error.valid_methods))
+        if error.code == 429 and "Retry-After" not in headers:
+            # Flask-Limiter puts its headers on the exception's own response.
+            retry_after = error.response.headers.get("Retry-After") if error.response else None
+            headers["Retry-After"] = retry_after or "60"
+        errors = _field_errors(data)
+        problem = data.get("problem") or ("validation" if error.code == 422 and errors else None)
+        detail = data.get("message")
+        if detail is None and error.code == 422 and errors:
+            detail = "The request has invalid fields: " + ", ".join(sorted(errors)) + "."
+        if detail is None:
+            detail = error.description
+        return problem_response(
+            error.code or 500,
+            detail,
+            problem=problem,
+            errors=errors,
+            extra=data.get("extra"),
+            headers=headers,
+        )

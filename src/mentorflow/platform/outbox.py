@@ -1,0 +1,129 @@
+"""The transactional outbox: events written with the change that caused them.
+
+``emit_event`` adds an outbox row and one pending delivery per configured sink to the current
+transaction. Nothing leaves the process until that transaction commits; what happens after the
+commit (waking the workers) is registered with :func:`after_commit`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy import event
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from mentorflow.platform.db import enum_column, utcnow
+from mentorflow.platform.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+class EventType(enum.StrEnum):
+    SESSION_STARTED = "session.started"
+    STEP_COMPLETED = "step.completed"
+    SESSION_COMPLETED = "session.completed"
+    SESSION_ABANDONED = "session.abandoned"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OutboxEvent(db.Model):
+    __tablename__ = "outbox_events"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    org_id: Mapped[int] = mapped_column(sa.ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("learner_sessions.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(sa.String(40))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="event", cascade="all, delete-orphan"
+    )
+
+
+class Delivery(db.Model):
+    __tablename__ = "deliveries"
+    __table_args__ = (sa.Index("ix_deliveries_due", "status", "next_attempt_at"),)
+
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("outbox_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    sink: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        enum_column(DeliveryStatus), default=DeliveryStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    delivered_at: Mapped[datetime | None]
+
+    event: Mapped[OutboxEvent] = relationship(back_populates="deliveries")
+
+
+def emit_event(
+    org_id: int, event_type: EventType, payload: dict[str, Any], *, session_id: str | None = None
+) -> OutboxEvent:
+    """Add an outbox event and a pending delivery per configured sink to this transaction."""
+    now = utcnow()
+    outbox_event = OutboxEvent(
+        id=uuid.uuid4(),
+        org_id=org_id,
+        session_id=session_id,
+        type=str(event_type),
+        payload=payload,
+        created_at=now,
+        deliveries=[
+            Delivery(sink=sink, status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now)
+            for sink in current_app.config["SINKS"]
+        ],
+    )
+    db.session.add(outbox_event)
+    _pending_events(db.session()).append(outbox_event.id)
+    return outbox_event
+
+
+#: Called with the ids of the events a transaction committed; must never raise.
+_after_commit_hooks: list[Callable[[list[uuid.UUID]], None]] = []
+
+
+def after_commit(hook: Callable[[list[uuid.UUID]], None]) -> Callable[[list[uuid.UUID]], None]:
+    """Register ``hook`` to run after a transaction that emitted events commits."""
+    _after_commit_hooks.append(hook)
+    return hook
+
+
+def _pending_events(session: Session) -> list[uuid.UUID]:
+    return session.info.setdefault("mentorflow_outbox", [])
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit_hooks(session: Session) -> None:
+    event_ids = session.info.pop("mentorflow_outbox", None)
+    if not event_ids:
+        return
+    for hook in _after_commit_hooks:
+        try:
+            hook(event_ids)
+        except Exception:
+            # The events are committed; the periodic sweep delivers them even if waking
+            # the workers failed (broker down). A learner's step never fails for this.
+            log.exception("after-commit hook %s failed for events %s", hook.__name__, event_ids)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending_events(session: Session, previous_transaction: Any) -> None:
+    session.info.pop("mentorflow_outbox", None)

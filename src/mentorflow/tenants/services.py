@@ -1,0 +1,131 @@
+"""Operations on orgs, staff and API keys. They flush; the caller commits."""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+from werkzeug.security import generate_password_hash
+
+from mentorflow.platform.auth import display_prefix, generate_secret, hash_secret
+from mentorflow.platform.db import utcnow
+from mentorflow.platform.extensions import db
+from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
+DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class TenantError(ValueError):
+    """A tenant operation was refused; the message says why, for people."""
+
+
+def get_org(slug: str) -> Org:
+    """Return the org with ``slug`` or raise ``TenantError``."""
+    org = db.session.scalars(sa.select(Org).where(Org.slug == slug)).first()
+    if org is None:
+        raise TenantError(f"no organization '{slug}'")
+    return org
+
+
+def create_org(slug: str, name: str) -> Org:
+    """Create an org with default settings."""
+    if not SLUG_RE.match(slug):
+        raise TenantError(f"slug '{slug}' must be lowercase letters, digits and dashes")
+    if db.session.scalars(sa.select(Org.id).where(Org.slug == slug)).first() is not None:
+        raise TenantError(f"organization '{slug}' already exists")
+    org = Org(slug=slug, name=name, settings={"allowed_origins": []})
+    db.session.add(org)
+    db.session.flush()
+    return org
+
+
+def parse_duration(text: str) -> int:
+    """Return seconds for ``30m``, ``12h``, ``7d``, ``2w`` or a plain number of seconds."""
+    text = text.strip().lower()
+    if text.isdigit():
+        return int(text)
+    match = DURATION_RE.match(text)
+    if not match:
+        raise TenantError(f"duration '{text}' must look like 30m, 12h, 7d or 2w")
+    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def normalize_origin(origin: str) -> str:
+    """Return ``scheme://host[:port]`` or raise ``TenantError``."""
+    origin = origin.strip().rstrip("/")
+    if not re.match(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$", origin):
+        raise TenantError(f"origin '{origin}' must look like https://example.com[:port]")
+    return origin.lower()
+
+
+def update_org_settings(
+    org: Org, *, allowed_origins: list[str] | None = None, abandon_after: int | None = None
+) -> Org:
+    """Change the org's CORS origins and/or inactivity TTL."""
+    settings = dict(org.settings)
+    if allowed_origins is not None:
+        settings["allowed_origins"] = sorted({normalize_origin(o) for o in allowed_origins if o})
+    if abandon_after is not None:
+        if abandon_after < 60:
+            raise TenantError("abandon-after must be at least a minute")
+        settings["abandon_after"] = abandon_after
+    org.settings = settings
+    db.session.flush()
+    return org
+
+
+def create_api_key(org: Org, kind: KeyKind) -> tuple[ApiKey, str]:
+    """Create a key; return it with the full secret, which is never stored."""
+    secret = generate_secret(kind.prefix)
+    key = ApiKey(
+        org_id=org.id, kind=kind, prefix=display_prefix(secret), key_hash=hash_secret(secret)
+    )
+    db.session.add(key)
+    db.session.flush()
+    return key, secret
+
+
+def revoke_api_key(org: Org, prefix: str) -> list[ApiKey]:
+    """Revoke the org's live keys whose prefix starts with ``prefix``."""
+    if len(prefix) < 6:
+        raise TenantError("give at least 6 characters of the key prefix")
+    keys = db.session.scalars(
+        sa.select(ApiKey).where(
+            ApiKey.org_id == org.id,
+            ApiKey.revoked_at.is_(None),
+            ApiKey.prefix.startswith(prefix[:11]),
+        )
+    ).all()
+    keys = [key for key in keys if prefix.startswith(key.prefix) or key.prefix.startswith(prefix)]
+    if not keys:
+        raise TenantError(f"no live key with prefix '{prefix}' in '{org.slug}'")
+    if len(keys) > 1:
+        raise TenantError(f"prefix '{prefix}' matches {len(keys)} keys; give more characters")
+    keys[0].revoked_at = utcnow()
+    db.session.flush()
+    return keys
+
+
+def create_staff(email: str, password: str, org: Org, role: Role) -> StaffUser:
+    """Create a staff user (or reuse one by email) and give them ``role`` in ``org``."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise TenantError(f"'{email}' is not an email address")
+    if len(password) < 8:
+        raise TenantError("the password must have at least 8 characters")
+    user = db.session.scalars(sa.select(StaffUser).where(StaffUser.email == email)).first()
+    if user is None:
+        user = StaffUser(email=email, password_hash=generate_password_hash(password))
+        db.session.add(user)
+        db.session.flush()
+    else:
+        user.password_hash = generate_password_hash(password)
+    membership = db.session.get(Membership, (org.id, user.id))
+    if membership is None:
+        db.session.add(Membership(org_id=org.id, user_id=user.id, role=role))
+    else:
+        membership.role = role
+    db.session.flush()
+    return user

@@ -1,0 +1,68 @@
+"""Another org's objects are 404 on every tenant route, whatever credential is used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mentorflow.platform.db import begin_write
+from mentorflow.platform.extensions import db
+from mentorflow.worker.models import Job
+
+SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
+
+
+@pytest.fixture
+def two_orgs(create_org, publish_flow, learner):
+    """Org A with a flow, a session and a job; org B with its own keys and session."""
+    a = create_org("org-a")
+    b = create_org("org-b")
+    publish_flow(a.org, SMALL_FLOW)
+    publish_flow(b.org, SMALL_FLOW)
+    walker_a = learner(a)
+    walker_a.start("onboarding")
+    walker_b = learner(b)
+    walker_b.start("onboarding")
+    begin_write(db.session)
+    job = Job(org_id=a.org.id, kind="export")
+    db.session.add(job)
+    db.session.commit()
+    values = {
+        "org": "org-a",
+        "flow": "onboarding",
+        "session_id": walker_a.session_id,
+        "job_id": job.id,
+    }
+    return a, b, walker_b, values
+
+
+def tenant_routes(app):
+    """Every learner route with an org in its path, with the methods it answers."""
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/v1/orgs/<org>"):
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                yield rule, method
+
+
+def test_every_tenant_route_is_covered(app):
+    routes = {(rule.rule, method) for rule, method in tenant_routes(app)}
+    assert len(routes) >= 7, routes
+
+
+@pytest.mark.parametrize("credential", ["secret", "publishable", "session"])
+def test_other_orgs_credentials_get_404_on_every_route(ctx, client, two_orgs, credential):
+    _, b, walker_b, values = two_orgs
+    token = {"secret": b.sk, "publishable": b.pk, "session": walker_b.token}[credential]
+    for rule, method in tenant_routes(ctx):
+        url = rule.build(values, append_unknown=False)[1]
+        response = client.open(
+            url,
+            method=method,
+            json={"step_id": "phase-1-step-1"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 404, (method, url, response.get_data(as_text=True))
+        assert response.mimetype == "application/problem+json"
+        # The body must not confirm that org A or its objects exist.
+        assert values["session_id"] not in response.get_data(as_text=True)
