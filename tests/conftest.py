@@ -24,6 +24,8 @@ from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import KeyKind, Org
 
+pytest_plugins = ["recorder"]
+
 REQUIRE_SERVICES = os.environ.get("MENTORFLOW_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get(
     "MENTORFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mentorflow_test"

@@ -1,0 +1,256 @@
+"""A local HTTP server that stands in for PostHog and Supermemory and records what arrives.
+
+The official clients talk to it over real HTTP, from this process or another one (a Celery
+worker): point ``POSTHOG_HOST`` and ``SUPERMEMORY_BASE_URL`` at ``recorder.url``. It answers the
+two paths the clients use as the services do, and can be scripted to fail::
+
+    recorder.fail("/batch/", 500, times=2)   # two 500s, then normal answers
+    recorder.fail("/ns/", 400)               # 400 forever
+
+The root conftest lists this module in ``pytest_plugins``, which provides the ``recorder``
+fixture; ``start_recorder()`` runs one outside pytest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+POSTHOG_BATCH_PATH = "/batch/"
+MEMORY_DOCUMENT_PREFIX = "/ns/"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as it arrived, with the answer the recorder gave."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    raw_body: bytes
+    body: Any
+    status: int
+
+    @property
+    def accepted(self) -> bool:
+        """Return whether the recorder answered with a 2xx status."""
+        return 200 <= self.status < 300
+
+
+@dataclass
+class _Failure:
+    path_prefix: str
+    status: int
+    remaining: int | None
+    body: Any
+
+
+@dataclass
+class Recorder:
+    """The server's state: every request received and the failures still scripted."""
+
+    url: str = ""
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _failures: list[_Failure] = field(default_factory=list)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+
+    def fail(
+        self, path_prefix: str, status: int, *, times: int | None = None, body: Any = None
+    ) -> None:
+        """Answer requests under ``path_prefix`` with ``status``, ``times`` times or forever."""
+        with self._lock:
+            self._failures.append(_Failure(path_prefix, status, times, body))
+
+    def heal(self) -> None:
+        """Drop every scripted failure."""
+        with self._lock:
+            self._failures.clear()
+
+    def reset(self) -> None:
+        """Forget recorded requests and scripted failures."""
+        with self._lock:
+            self.requests.clear()
+            self._failures.clear()
+
+    def posthog_events(self) -> list[dict[str, Any]]:
+        """Return the events PostHog accepted, flattened from their batches, in arrival order."""
+        events: list[dict[str, Any]] = []
+        for request in self._accepted(POSTHOG_BATCH_PATH):
+            body = request.body
+            events.extend(body.get("batch", []) if isinstance(body, dict) else body)
+        return events
+
+    def memory_documents(self) -> list[dict[str, Any]]:
+        """Return the documents Supermemory accepted: each body plus its ``namespace``."""
+        documents = []
+        for request in self._accepted(MEMORY_DOCUMENT_PREFIX):
+            namespace = _document_namespace(request.path)
+            if request.method == "POST" and namespace is not None:
+                documents.append({"namespace": namespace, **request.body})
+        return documents
+
+    def wait_for(self, condition: Callable[[Recorder], bool], timeout: float = 10.0) -> None:
+        """Block until ``condition(recorder)`` holds; fail the test after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not condition(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    recent = [f"{r.method} {r.path} -> {r.status}" for r in self.requests[-5:]]
+                    pytest.fail(
+                        f"recorder: condition not met in {timeout}s after "
+                        f"{len(self.requests)} requests; the last: {recent}"
+                    )
+                self._lock.wait(remaining)
+
+    def _accepted(self, path_prefix: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.accepted and r.path.startswith(path_prefix)]
+
+    def _scripted_failure(self, path: str) -> _Failure | None:
+        with self._lock:
+            for failure in self._failures:
+                if path.startswith(failure.path_prefix) and failure.remaining != 0:
+                    if failure.remaining is not None:
+                        failure.remaining -= 1
+                    return failure
+            return None
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+            self._lock.notify_all()
+
+
+def _document_namespace(path: str) -> str | None:
+    # POST /ns/{namespace}/document is the one call that adds a document.
+    parts = path.split("/")
+    if len(parts) == 4 and parts[1] == "ns" and parts[3] == "document":
+        return unquote(parts[2])
+    return None
+
+
+def _decode_body(raw: bytes, headers: dict[str, str]) -> Any:
+    encoding = headers.get("content-encoding", "").lower()
+    if encoding == "gzip":
+        raw = gzip.decompress(raw)
+    elif encoding == "deflate":
+        raw = zlib.decompress(raw)
+    if not raw:
+        return None
+    text = raw.decode("utf-8")
+    if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        # Older PostHog clients post ``data=<json>`` as a form.
+        form = parse_qs(text)
+        return json.loads(form["data"][0]) if "data" in form else form
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _normal_answer(method: str, path: str, body: Any) -> tuple[int, Any]:
+    if path == POSTHOG_BATCH_PATH:
+        return 200, {"status": 1}
+    if method == "POST" and _document_namespace(path) is not None:
+        document_id = body.get("id") if isinstance(body, dict) else None
+        return 200, {"id": document_id or uuid.uuid4().hex, "status": "queued"}
+    return 404, {"error": "Not found", "details": f"the recorder does not serve {path}"}
+
+
+def _failure_body(path: str, status: int) -> Any:
+    if path.startswith(POSTHOG_BATCH_PATH):
+        # The PostHog client reads ``detail`` into APIError.message.
+        return {"type": "server_error", "code": "recorded_failure", "detail": f"status {status}"}
+    return {"error": f"recorded failure {status}", "details": f"status {status} from the recorder"}
+
+
+def _handler_for(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
+            self._answer()
+
+        def do_PATCH(self) -> None:
+            self._answer()
+
+        def do_DELETE(self) -> None:
+            self._answer()
+
+        def _answer(self) -> None:
+            split = urlsplit(self.path)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            raw = self.rfile.read(int(headers.get("content-length") or 0))
+            body = _decode_body(raw, headers)
+            failure = recorder._scripted_failure(split.path)
+            if failure is not None:
+                status = failure.status
+                answer = (
+                    failure.body if failure.body is not None else _failure_body(split.path, status)
+                )
+            else:
+                status, answer = _normal_answer(self.command, split.path, body)
+            recorder._record(
+                RecordedRequest(
+                    method=self.command,
+                    path=split.path,
+                    query=parse_qs(split.query),
+                    headers=headers,
+                    raw_body=raw,
+                    body=body,
+                    status=status,
+                )
+            )
+            payload = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # Requests are recorded; printing them too would only clutter test output.
+            pass
+
+    return Handler
+
+
+class RecordingServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def start_recorder() -> tuple[Recorder, RecordingServer]:
+    """Start a recorder on a free port of 127.0.0.1 in a background thread."""
+    recorder = Recorder()
+    server = RecordingServer(("127.0.0.1", 0), _handler_for(recorder))
+    host, port = server.server_address[:2]
+    recorder.url = f"http://{host}:{port}"
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="recorder", daemon=True
+    ).start()
+    return recorder, server
+
+
+@pytest.fixture(name="recorder")
+def recorder_fixture() -> Iterator[Recorder]:
+    """Yield a running recorder; stop it after the test."""
+    recorder, server = start_recorder()
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()
