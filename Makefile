@@ -17,10 +17,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## create .venv and install mentorflow with its dev extras
 
-run: install ## upgrade the SQLite database, seed the demo, serve on $(HOST):$(PORT)
+run: install ## upgrade the SQLite database, seed the demo, serve + worker + beat on $(HOST):$(PORT)
 	$(BIN)/mentorflow db upgrade
 	$(BIN)/mentorflow demo --base-url http://$(HOST):$(PORT)
-	$(BIN)/mentorflow serve --host $(HOST) --port $(PORT)
+	$(BIN)/mentorflow up --host $(HOST) --port $(PORT)
 
 test: install ## run the test suite (PostgreSQL/Redis tiers skip with a reason when absent)
 	$(BIN)/pytest

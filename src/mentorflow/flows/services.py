@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -424,3 +424,37 @@ def session_context(session: LearnerSession) -> dict[str, Any]:
 def _progress(position: Any) -> dict[str, int]:
     progress = position.progress
     return {"completed": progress.completed, "total": progress.total, "percent": progress.percent}
+
+
+def abandon_inactive_sessions(
+    default_ttl: int, *, now: datetime | None = None, limit: int = 500
+) -> int:
+    """Mark active sessions idle past their org's TTL abandoned; emit ``session.abandoned``."""
+    now = now or utcnow()
+    abandoned = 0
+    for org in db.session.scalars(sa.select(Org)).all():
+        cutoff = now - timedelta(seconds=org.abandon_after(default_ttl))
+        sessions = db.session.scalars(
+            sa.select(LearnerSession)
+            .where(
+                LearnerSession.org_id == org.id,
+                LearnerSession.status == SessionStatus.ACTIVE,
+                LearnerSession.last_activity_at < cutoff,
+            )
+            .order_by(LearnerSession.last_activity_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for session in sessions:
+            session.status = SessionStatus.ABANDONED
+            session.version += 1
+            session.updated_at = now
+            emit_event(
+                org.id,
+                EventType.SESSION_ABANDONED,
+                _event_payload(org, session, now),
+                session_id=session.id,
+            )
+        abandoned += len(sessions)
+    db.session.flush()
+    return abandoned

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from mentorflow.platform import config as config_module
+from mentorflow.platform.db import install_sqlite_behaviour
 from mentorflow.platform.extensions import api, db, limiter, migrate
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -34,6 +35,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     _import_models()
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            install_sqlite_behaviour(engine)
     migrate.init_app(
         app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True
     )
@@ -41,7 +45,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     _register_blueprints(app)
     _register_health(app)
+    _init_worker(app)
     return app
+
+
+def _init_worker(app: Flask) -> None:
+    from mentorflow.worker import tasks  # noqa: F401  (registers tasks and the wake-up hook)
+    from mentorflow.worker.celery_setup import celery_init_app
+
+    celery_init_app(app)
 
 
 def _import_models() -> None:

@@ -86,6 +86,50 @@ def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -
     click.echo(f"{target.slug}: allowed origins {origins}; abandon after {ttl}s")
 
 
+@org.command("integrate")
+@click.argument("slug")
+@click.argument("sink", type=click.Choice(["posthog", "memory"]))
+@click.option("--api-key", help="The org's own key for the service (stored encrypted).")
+@click.option("--url", help="The service's host or base URL.")
+@click.option(
+    "--send-answers/--no-send-answers",
+    default=None,
+    help="PostHog only: include answers in event properties (off by default).",
+)
+@click.option("--clear", is_flag=True, help="Forget the org's credentials; use the platform's.")
+@with_appcontext
+def org_integrate(
+    slug: str,
+    sink: str,
+    api_key: str | None,
+    url: str | None,
+    send_answers: bool | None,
+    clear: bool,
+) -> None:
+    """Give an organization its own PostHog or Supermemory credentials."""
+    target = _org(slug)
+    try:
+        tenant_services.set_integration(
+            target,
+            sink,
+            current_app.config,
+            api_key=api_key,
+            url=url,
+            send_answers=send_answers,
+            clear=clear,
+        )
+    except tenant_services.TenantError as exc:
+        _fail(str(exc))
+    db.session.commit()
+    shown = {
+        k: v
+        for k, v in target.settings["integrations"].get(sink, {}).items()
+        if k != "api_key_encrypted"
+    }
+    has_key = "api_key_encrypted" in target.settings["integrations"].get(sink, {})
+    click.echo(f"{slug}: {sink} {'(own key) ' if has_key else ''}{shown or '(platform defaults)'}")
+
+
 @main.group()
 def key() -> None:
     """Manage API keys."""
@@ -237,6 +281,134 @@ def serve(host: str, port: int) -> None:
     )
 
 
+@main.command("worker")
+@click.option(
+    "--concurrency", type=int, help="Worker processes (default MENTORFLOW_WORKER_CONCURRENCY)."
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+@with_appcontext
+def worker(concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker that delivers events and runs jobs."""
+    processes = concurrency or int(current_app.config["WORKER_CONCURRENCY"])
+    current_app.extensions["celery"].worker_main(
+        ["worker", f"--loglevel={loglevel}", f"--concurrency={processes}"]
+    )
+
+
+@main.command("beat")
+@click.option("--loglevel", default="INFO", show_default=True)
+@with_appcontext
+def beat(loglevel: str) -> None:
+    """Run the one Celery beat: delivery sweep, abandonment, idempotency pruning."""
+    current_app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
+
+
+@main.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def up(host: str, port: int) -> None:
+    """Run the web server, a worker and the beat together until Ctrl-C (development)."""
+    from mentorflow.platform.supervisor import run_together
+
+    command = [sys.executable, "-m", "mentorflow.platform.cli"]
+    sys.exit(
+        run_together(
+            {
+                "web": [*command, "serve", "--host", host, "--port", str(port)],
+                "worker": [*command, "worker"],
+                "beat": [*command, "beat"],
+            }
+        )
+    )
+
+
+@main.command("export")
+@click.argument("org_slug", metavar="ORG")
+@click.argument("flow_slug", metavar="FLOW")
+@click.option("--timeout", default=600, show_default=True, help="Seconds to wait for the worker.")
+@with_appcontext
+def export(org_slug: str, flow_slug: str, timeout: int) -> None:
+    """Export a flow's sessions and answers as CSV through a worker, with a progress bar."""
+    from mentorflow.worker import jobs, tasks
+
+    target = _org(org_slug)
+    try:
+        job = jobs.create_export(target, flow_slug, by="cli")
+    except jobs.JobError as exc:
+        _fail(str(exc))
+    db.session.commit()
+    job_id = job.id
+    try:
+        tasks.enqueue_job(job_id)
+    except Exception as exc:
+        click.echo(
+            f"job {job_id} is queued, but the broker is unreachable ({exc}); "
+            "the beat's sweep will hand it to a worker",
+            err=True,
+        )
+    job = _wait_for_job(job_id, timeout)
+    if job.status != "completed":
+        _fail(f"job {job_id} {job.status}: {job.error or 'no worker picked it up in time'}")
+    click.echo(f"exported {job.result['rows']} sessions to {jobs.export_path(job)}")
+
+
+def _wait_for_job(job_id: int, timeout: int) -> Any:
+    import time
+
+    from mentorflow.worker.models import Job
+
+    deadline = time.monotonic() + timeout
+    with click.progressbar(length=100, label=f"job {job_id}", file=sys.stderr) as bar:
+        shown = 0
+        while True:
+            db.session.rollback()
+            job = db.session.get(Job, job_id)
+            bar.update(job.progress - shown)
+            shown = job.progress
+            if job.status in ("completed", "failed") or time.monotonic() > deadline:
+                return job
+            time.sleep(0.5)
+
+
+@main.group()
+def deliveries() -> None:
+    """Inspect and retry event deliveries."""
+
+
+@deliveries.command("status")
+@with_appcontext
+def deliveries_status() -> None:
+    """Show pending, delivered and dead deliveries per sink, and the oldest pending age."""
+    from mentorflow.worker.delivery import delivery_status
+
+    rows = delivery_status()
+    click.echo(f"{'sink':<10} {'pending':>8} {'oldest pending':>15} {'delivered':>10} {'dead':>6}")
+    for row in rows:
+        oldest = row["oldest_pending_seconds"]
+        age = "-" if oldest is None else f"{oldest:.1f}s"
+        click.echo(
+            f"{row['sink']:<10} {row['pending']:>8} {age:>15} {row['delivered']:>10} "
+            f"{row['dead']:>6}"
+        )
+    if not rows:
+        click.echo("(no deliveries yet)")
+
+
+@deliveries.command("retry")
+@click.option("--dead", is_flag=True, help="Also retry dead deliveries.")
+@with_appcontext
+def deliveries_retry(dead: bool) -> None:
+    """Make pending (and with --dead, dead) deliveries due now and wake a worker."""
+    from mentorflow.worker import delivery, tasks
+
+    count = delivery.retry_deliveries(dead=dead)
+    try:
+        tasks.deliver_due_deliveries.apply_async(retry=False)
+    except Exception as exc:
+        click.echo(f"broker unreachable ({exc}); the beat's sweep will deliver them", err=True)
+    click.echo(f"{count} deliveries are due now")
+
+
 @main.command("demo")
 @click.option("--base-url", default="http://127.0.0.1:5000", show_default=True)
 @with_appcontext
@@ -245,3 +417,7 @@ def demo(base_url: str) -> None:
     from mentorflow.platform.demo import print_walkthrough, seed_demo
 
     print_walkthrough(seed_demo(), base_url)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,20 @@ DEFAULTS: dict[str, Any] = {
     "SINKS": "posthog,memory",
     # Default inactivity before a session is marked abandoned, in seconds (orgs may override).
     "ABANDON_AFTER": 7 * 24 * 3600,
+    # Delivery of outbox events to sinks.
+    "DELIVERY_MAX_ATTEMPTS": 8,
+    "DELIVERY_BACKOFF_SECONDS": 2.0,
+    "DELIVERY_BACKOFF_MAX_SECONDS": 3600.0,
+    "DELIVERY_LEASE_SECONDS": 60,
+    "DELIVERY_BATCH_SIZE": 100,
+    # Seconds a sink call may take before it counts as a failed (retryable) attempt.
+    "SINK_TIMEOUT": 10,
+    # How often the beat re-enqueues due deliveries (a lost wake-up waits at most this long).
+    "SWEEP_INTERVAL_SECONDS": 15,
+    # Fernet key for per-org integration credentials; empty derives one from SECRET_KEY.
+    "ENCRYPTION_KEY": "",
+    # Celery worker processes of `mentorflow worker` (and `mentorflow up`).
+    "WORKER_CONCURRENCY": 2,
     # Requests per client address to the learner API; "" disables the limit.
     "RATE_LIMIT": "1200 per minute",
     # Where rate-limit counters live: memory:// (one process) or redis://... (shared).
@@ -62,7 +76,9 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
         engine_options.setdefault("pool_size", 10)
         engine_options.setdefault("max_overflow", 20)
     if not config.get("BROKER_URL"):
-        config["BROKER_URL"] = f"sqla+sqlite:///{instance_path / 'broker.db'}"
+        # The embedded default: a real broker in files of the instance folder (no Redis).
+        config["BROKER_URL"] = "filesystem://"
+        config.setdefault("BROKER_FOLDER", str(instance_path / "broker"))
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = _instance_secret(instance_path)
     config.setdefault("API_TITLE", "mentorflow learner API")

@@ -62,7 +62,14 @@ class CreatedAtMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-@event.listens_for(Engine, "connect")
+def install_sqlite_behaviour(engine: Engine) -> None:
+    """Give a SQLite engine WAL, foreign keys, a busy timeout and ``BEGIN IMMEDIATE`` on ask."""
+    if engine.dialect.name != "sqlite" or event.contains(engine, "begin", _begin_sqlite):
+        return
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_sqlite)
+
+
 def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     if not isinstance(dbapi_connection, sqlite3.Connection):
         return
@@ -77,10 +84,7 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
-@event.listens_for(Engine, "begin")
 def _begin_sqlite(connection: sa.Connection) -> None:
-    if connection.dialect.name != "sqlite":
-        return
     immediate = connection.get_execution_options().get(IMMEDIATE)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 

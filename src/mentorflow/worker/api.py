@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
+from flask import send_file, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields
 
 from mentorflow.platform.auth import CredentialKind, require
-from mentorflow.platform.tenancy import get_for_org, scope_blueprint_to_org
-from mentorflow.worker.models import Job
+from mentorflow.platform.errors import abort
+from mentorflow.platform.tenancy import current_org, get_for_org, scope_blueprint_to_org
+from mentorflow.worker.jobs import export_path
+from mentorflow.worker.models import Job, JobStatus
 
 blp = Blueprint(
     "jobs",
@@ -24,6 +27,7 @@ scope_blueprint_to_org(blp)
 
 class JobSchema(ma.Schema):
     id = fields.Integer()
+    download_url = fields.Method("_download_url", allow_none=True)
     kind = fields.String()
     status = fields.String(metadata={"enum": ["pending", "running", "completed", "failed"]})
     progress = fields.Integer(metadata={"description": "0 to 100"})
@@ -34,6 +38,11 @@ class JobSchema(ma.Schema):
     started_at = fields.DateTime(allow_none=True)
     completed_at = fields.DateTime(allow_none=True)
 
+    def _download_url(self, job: Job) -> str | None:
+        if job.status != JobStatus.COMPLETED or job.kind != "export_sessions":
+            return None
+        return url_for("jobs.JobDownload", org=current_org.slug, job_id=job.id)
+
 
 @blp.route("/<int:job_id>")
 class JobResource(MethodView):
@@ -42,3 +51,22 @@ class JobResource(MethodView):
         """Read a background job's status and progress (secret key)."""
         require(CredentialKind.SECRET)
         return get_for_org(Job, job_id, "job")
+
+
+@blp.route("/<int:job_id>/download")
+class JobDownload(MethodView):
+    @blp.response(200, description="The job's CSV file", content_type="text/csv")
+    @blp.alt_response(409, description="The job has not completed")
+    def get(self, org: str, job_id: int) -> Any:
+        """Download a completed export job's CSV file (secret key)."""
+        require(CredentialKind.SECRET)
+        job = get_for_org(Job, job_id, "job")
+        path = export_path(job)
+        if job.status != JobStatus.COMPLETED or not path.is_file():
+            abort(409, message=f"Job {job_id} is {job.status}; its file is not ready.")
+        return send_file(
+            path,
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=f"{org}-{job.params.get('flow', 'export')}-{job.id}.csv",
+        )

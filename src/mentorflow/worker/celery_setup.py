@@ -1,0 +1,98 @@
+"""Celery the Flask way: one Celery app per Flask app, tasks run inside its app context."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_process_shutdown
+from flask import Flask
+
+
+def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, Any]]:
+    """Return the periodic work; exactly one `mentorflow beat` runs it."""
+    return {
+        "sweep-due-deliveries": {
+            "task": "mentorflow.worker.tasks.sweep_due_deliveries",
+            "schedule": timedelta(seconds=sweep_seconds),
+        },
+        "abandon-inactive-sessions": {
+            "task": "mentorflow.worker.tasks.abandon_inactive_sessions",
+            "schedule": timedelta(minutes=1),
+        },
+        "prune-idempotency-keys": {
+            "task": "mentorflow.worker.tasks.prune_idempotency_keys",
+            "schedule": timedelta(hours=1),
+        },
+    }
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app bound to ``app`` and store it in ``app.extensions["celery"]``."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    broker_url = app.config["BROKER_URL"]
+    celery_app.config_from_object(
+        {
+            "broker_url": broker_url,
+            "task_ignore_result": True,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "task_serializer": "json",
+            "accept_content": ["json"],
+            "timezone": "UTC",
+            "broker_connection_retry_on_startup": True,
+            # A learner's step must never wait on a broker that is down: fail fast, the sweep
+            # delivers what the wake-up could not announce.
+            "broker_connection_timeout": 2,
+            "broker_transport_options": _transport_options(broker_url, app.config),
+            "beat_schedule": beat_schedule(float(app.config["SWEEP_INTERVAL_SECONDS"])),
+            "beat_schedule_filename": str(Path(app.instance_path) / "celerybeat-schedule"),
+            "worker_hijack_root_logger": False,
+            **app.config.get("CELERY", {}),
+        }
+    )
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app
+
+
+def _transport_options(broker_url: str, config: Any) -> dict[str, Any]:
+    if broker_url.startswith(("redis://", "rediss://")):
+        return {"socket_connect_timeout": 2, "socket_timeout": 5, "visibility_timeout": 3600}
+    if broker_url.startswith("filesystem://"):
+        folder = Path(config["BROKER_FOLDER"])
+        for name in ("queue", "processed"):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return {}
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**kwargs: Any) -> None:
+    # A forked pool process must not share the parent's pooled database connections.
+    from mentorflow.platform.extensions import db
+
+    for engine in getattr(db, "_app_engines", {}).values():
+        for bound in engine.values():
+            bound.dispose(close=False)
+
+
+@worker_process_shutdown.connect
+def _close_sink_clients(**kwargs: Any) -> None:
+    from mentorflow.worker.sinks import close_clients
+
+    close_clients()

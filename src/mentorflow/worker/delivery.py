@@ -1,0 +1,269 @@
+"""Claiming due deliveries, calling their sinks, and recording the outcome.
+
+A claim pushes ``next_attempt_at`` forward by the lease and counts the attempt, in a short
+transaction of its own (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
+SQLite), so no row lock is held while a sink is called. A worker that dies mid-batch leaves
+its rows to come due again when the lease ends; sinks are idempotent per event, so a second
+delivery of the same event is a no-op at the sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from mentorflow.platform.db import begin_write, utcnow
+from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
+from mentorflow.tenants.models import Org
+from mentorflow.worker.sinks import DeliveryFailed, OutboundEvent, Sink, build_sink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    event: OutboundEvent
+    sink: str
+    attempts: int
+    org_settings: Mapping[str, Any]
+
+
+@dataclass
+class BatchResult:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    @property
+    def claimed(self) -> int:
+        return self.delivered + self.retried + self.dead
+
+
+def claim_due_deliveries(limit: int, *, now: datetime | None = None) -> list[Claim]:
+    """Lease up to ``limit`` due deliveries to this worker and return them."""
+    now = now or utcnow()
+    lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
+    begin_write(db.session)
+    rows = db.session.execute(
+        sa.select(Delivery.event_id, Delivery.sink, Delivery.attempts)
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        db.session.commit()
+        return []
+    for row in rows:
+        db.session.execute(
+            sa.update(Delivery)
+            .where(Delivery.event_id == row.event_id, Delivery.sink == row.sink)
+            .values(next_attempt_at=now + lease, attempts=Delivery.attempts + 1)
+        )
+    event_ids = {row.event_id for row in rows}
+    events = db.session.execute(
+        sa.select(OutboxEvent, Org.slug, Org.settings)
+        .join(Org, Org.id == OutboxEvent.org_id)
+        .where(OutboxEvent.id.in_(event_ids))
+    ).all()
+    db.session.commit()
+    by_id = {
+        event.id: (
+            OutboundEvent(
+                id=event.id,
+                org=slug,
+                type=event.type,
+                payload=event.payload,
+                created_at=event.created_at,
+            ),
+            settings,
+        )
+        for event, slug, settings in events
+    }
+    return [
+        Claim(
+            event=by_id[row.event_id][0],
+            sink=row.sink,
+            attempts=row.attempts + 1,
+            org_settings=by_id[row.event_id][1],
+        )
+        for row in rows
+        if row.event_id in by_id
+    ]
+
+
+def backoff(attempts: int, config: Mapping[str, Any]) -> timedelta:
+    """Return the wait before attempt ``attempts + 1``: exponential with jitter, capped."""
+    base = float(config["DELIVERY_BACKOFF_SECONDS"])
+    ceiling = float(config["DELIVERY_BACKOFF_MAX_SECONDS"])
+    delay = min(ceiling, base * 2 ** max(0, attempts - 1))
+    # Jitter spreads retries of a sink that failed for everyone at once.
+    return timedelta(seconds=delay * random.uniform(0.5, 1.5))
+
+
+def deliver_claims(claims: list[Claim], sinks: SinkCache) -> BatchResult:
+    """Call each claim's sink and record delivered, retry later, or dead."""
+    config = current_app.config
+    max_attempts = int(config["DELIVERY_MAX_ATTEMPTS"])
+    outcomes: list[tuple[Claim, str | None, bool]] = []
+    for claim in claims:
+        try:
+            sinks.get(claim.sink, claim.event.org, claim.org_settings).deliver(claim.event)
+        except DeliveryFailed as exc:
+            outcomes.append((claim, str(exc), exc.retryable))
+        except Exception as exc:  # a bug in a sink must not stop the batch
+            log.exception(
+                "sink %s crashed on event %s (org %s)", claim.sink, claim.event.id, claim.event.org
+            )
+            outcomes.append((claim, f"{type(exc).__name__}: {exc}", True))
+        else:
+            outcomes.append((claim, None, True))
+    return record_outcomes(outcomes, max_attempts, config)
+
+
+def record_outcomes(
+    outcomes: list[tuple[Claim, str | None, bool]], max_attempts: int, config: Mapping[str, Any]
+) -> BatchResult:
+    """Write the batch's results in one transaction."""
+    result = BatchResult()
+    now = utcnow()
+    begin_write(db.session)
+    for claim, error, retryable in outcomes:
+        match = (Delivery.event_id == claim.event.id) & (Delivery.sink == claim.sink)
+        if error is None:
+            values: dict[str, Any] = {
+                "status": DeliveryStatus.DELIVERED,
+                "delivered_at": now,
+                "last_error": None,
+            }
+            result.delivered += 1
+        elif retryable and claim.attempts < max_attempts:
+            values = {
+                "next_attempt_at": now + backoff(claim.attempts, config),
+                "last_error": error[:2000],
+            }
+            result.retried += 1
+            log.warning(
+                "delivery of event %s to %s failed (attempt %d, org %s): %s",
+                claim.event.id,
+                claim.sink,
+                claim.attempts,
+                claim.event.org,
+                error,
+            )
+        else:
+            values = {"status": DeliveryStatus.DEAD, "last_error": error[:2000]}
+            result.dead += 1
+            log.error(
+                "delivery of event %s to %s is dead after %d attempts (org %s): %s",
+                claim.event.id,
+                claim.sink,
+                claim.attempts,
+                claim.event.org,
+                error,
+            )
+        # Only a row still pending is updated: an operator may have acted on it meanwhile.
+        db.session.execute(
+            sa.update(Delivery)
+            .where(match, Delivery.status == DeliveryStatus.PENDING)
+            .values(**values)
+        )
+    db.session.commit()
+    return result
+
+
+class SinkCache:
+    """Sinks built once per (sink, org) for the life of a task, then closed."""
+
+    def __init__(self) -> None:
+        self._sinks: dict[tuple[str, str], Sink] = {}
+
+    def get(self, name: str, org: str, org_settings: Mapping[str, Any]) -> Sink:
+        key = (name, org)
+        if key not in self._sinks:
+            self._sinks[key] = build_sink(name, org_settings, current_app.config)
+        return self._sinks[key]
+
+    def close(self) -> None:
+        for sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+
+
+def deliver_due(*, batch_size: int | None = None, max_batches: int = 50) -> BatchResult:
+    """Deliver due deliveries batch by batch until none are due or the budget is spent."""
+    size = batch_size or int(current_app.config["DELIVERY_BATCH_SIZE"])
+    total = BatchResult()
+    sinks = SinkCache()
+    try:
+        for _ in range(max_batches):
+            claims = claim_due_deliveries(size)
+            if not claims:
+                break
+            batch = deliver_claims(claims, sinks)
+            total.delivered += batch.delivered
+            total.retried += batch.retried
+            total.dead += batch.dead
+    finally:
+        sinks.close()
+    return total
+
+
+def count_due(now: datetime | None = None) -> int:
+    """Return how many deliveries are due now."""
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.next_attempt_at <= (now or utcnow()),
+            )
+        )
+        or 0
+    )
+
+
+def retry_deliveries(*, dead: bool, event_id: uuid.UUID | None = None) -> int:
+    """Make pending (and, with ``dead``, dead) deliveries due now; return how many."""
+    statuses = [DeliveryStatus.PENDING] + ([DeliveryStatus.DEAD] if dead else [])
+    begin_write(db.session)
+    stmt = sa.update(Delivery).where(Delivery.status.in_(statuses))
+    if event_id is not None:
+        stmt = stmt.where(Delivery.event_id == event_id)
+    result = db.session.execute(
+        stmt.values(status=DeliveryStatus.PENDING, next_attempt_at=utcnow(), attempts=0)
+    )
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def delivery_status(now: datetime | None = None) -> list[dict[str, Any]]:
+    """Return per-sink counts: pending, due, oldest pending age in seconds, delivered, dead."""
+    now = now or utcnow()
+    rows = db.session.execute(
+        sa.select(
+            Delivery.sink, Delivery.status, sa.func.count(), sa.func.min(OutboxEvent.created_at)
+        )
+        .join(OutboxEvent, OutboxEvent.id == Delivery.event_id)
+        .group_by(Delivery.sink, Delivery.status)
+    ).all()
+    report: dict[str, dict[str, Any]] = {}
+    for sink, status, count, oldest in rows:
+        entry = report.setdefault(
+            sink,
+            {"sink": sink, "pending": 0, "delivered": 0, "dead": 0, "oldest_pending_seconds": None},
+        )
+        entry[str(status)] = count
+        if status == DeliveryStatus.PENDING and oldest is not None:
+            entry["oldest_pending_seconds"] = round((now - oldest).total_seconds(), 1)
+    return [report[name] for name in sorted(report)]

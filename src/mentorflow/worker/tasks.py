@@ -1,0 +1,92 @@
+"""Celery tasks. They take ids, run inside the Flask app context, and own their transactions."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery import shared_task
+from flask import current_app
+
+from mentorflow.flows import services as flow_services
+from mentorflow.platform import idempotency
+from mentorflow.platform.db import begin_write
+from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import after_commit
+from mentorflow.worker import delivery, jobs
+
+log = logging.getLogger(__name__)
+
+#: After a failed wake-up, don't try the broker again for this long (the sweep covers it).
+BROKER_BACKOFF_SECONDS = 5.0
+_broker_down_until = 0.0
+
+
+@shared_task(name="mentorflow.worker.tasks.deliver_due_deliveries")
+def deliver_due_deliveries() -> dict[str, int]:
+    """Deliver every due delivery, batch by batch."""
+    result = delivery.deliver_due()
+    return {"delivered": result.delivered, "retried": result.retried, "dead": result.dead}
+
+
+@shared_task(name="mentorflow.worker.tasks.sweep_due_deliveries")
+def sweep_due_deliveries() -> int:
+    """Wake a worker if anything is due: a lost wake-up delays a delivery, never loses it."""
+    due = delivery.count_due()
+    stale_jobs = jobs.requeue_stale_pending()
+    db.session.rollback()
+    if due:
+        deliver_due_deliveries.apply_async()
+    for job_id in stale_jobs:
+        run_job.apply_async(args=[job_id])
+    return due
+
+
+@shared_task(name="mentorflow.worker.tasks.abandon_inactive_sessions")
+def abandon_inactive_sessions() -> int:
+    """Mark sessions idle past their org's TTL abandoned."""
+    begin_write(db.session)
+    count = flow_services.abandon_inactive_sessions(int(current_app.config["ABANDON_AFTER"]))
+    db.session.commit()
+    if count:
+        log.info("marked %d sessions abandoned", count)
+    return count
+
+
+@shared_task(name="mentorflow.worker.tasks.prune_idempotency_keys")
+def prune_idempotency_keys() -> int:
+    """Delete idempotency keys past their 24 h retention."""
+    begin_write(db.session)
+    count = idempotency.prune_expired()
+    db.session.commit()
+    return count
+
+
+@shared_task(name="mentorflow.worker.tasks.run_job")
+def run_job(job_id: int) -> None:
+    """Run a background job (export, import) and record its outcome on the job row."""
+    jobs.run(job_id)
+
+
+@after_commit
+def wake_workers(event_ids: list[uuid.UUID]) -> None:
+    """Ask a worker to deliver the events a transaction just committed."""
+    global _broker_down_until
+    if time.monotonic() < _broker_down_until:
+        return
+    try:
+        deliver_due_deliveries.apply_async(retry=False)
+    except Exception as exc:
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
+        log.warning(
+            "could not wake the workers for events %s (broker: %s); the sweep will deliver them",
+            [str(e) for e in event_ids],
+            exc,
+        )
+
+
+def enqueue_job(job_id: int) -> Any:
+    """Queue a job for a worker."""
+    return run_job.apply_async(args=[job_id], retry=False)
