@@ -72,6 +72,10 @@ def _register_blueprints(app: Flask) -> None:
     api.register_blueprint(flows_blp)
     api.register_blueprint(jobs_blp)
 
+    from mentorflow.admin.player import bp as player_bp
+
+    app.register_blueprint(player_bp)
+
 
 def _register_health(app: Flask) -> None:
     @app.get("/healthz")
