@@ -301,9 +301,10 @@ def test_export_job_csv_matches_the_database(stack):
         org = tenant_services.get_org("workers")
         flow = flow_services.get_flow(org, "onboarding")
         for index in range(1000):
-            session, _ = flow_services.start_session(
+            started, _ = flow_services.start_session(
                 org, flow, flow.published_version, email=f"learner{index}@example.com"
             )
+            session = flow_services.session_record(started)
             for step_id, answer in STEPS[: index % 5]:
                 if step_id == "phase-2-step-1":
                     answer = index

@@ -11,19 +11,17 @@ from flask_smorest import Blueprint
 
 from mentorflow.flows import services
 from mentorflow.flows.engine import AnswerError
-from mentorflow.flows.models import LearnerSession
 from mentorflow.flows.schemas import (
     BackSchema,
     PublishedFlowSchema,
     SessionContextSchema,
     SessionCreatedSchema,
-    SessionSchema,
     SessionStateSchema,
     StartSessionSchema,
     StepSubmissionSchema,
 )
 from mentorflow.platform import idempotency
-from mentorflow.platform.auth import CredentialKind, require
+from mentorflow.platform.auth import CredentialKind, check_session_token, require
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
@@ -43,9 +41,6 @@ SESSION_READERS = (CredentialKind.SECRET, CredentialKind.SESSION)
 SESSION_ID = re.compile(services.SESSION_ID_RE)
 MAX_IDEMPOTENCY_KEY = 255
 
-_state_schema = SessionStateSchema()
-_session_schema = SessionSchema()
-
 
 def _etag_matches(header: Any, value: str) -> bool:
     # Accept the quoted form we send ("3") and a bare 3 from hand-written clients.
@@ -56,21 +51,18 @@ def _session_etag(session_version: int) -> str:
     return f'"{session_version}"'
 
 
-def _authorized_session(session_id: str) -> None:
+def _load_session(session_id: str, *, for_update: bool = False) -> services.SessionRecord:
+    """Load the URL's session for a secret key or that session's own token; 404 otherwise."""
     credential = require(*SESSION_READERS)
-    # A session token opens its own session only; anything else is not there for it.
-    if not SESSION_ID.match(session_id) or (
-        credential.kind == CredentialKind.SESSION and credential.session_id != session_id
-    ):
-        abort(404, message=f"No session '{session_id}'.")
-
-
-def _load_session(session_id: str, *, for_update: bool = False) -> LearnerSession:
-    if for_update:
-        begin_write(db.session)
-        session = services.lock_session(current_org.id, session_id)
-    else:
-        session = services.find_session(current_org.id, session_id)
+    session = None
+    if SESSION_ID.match(session_id):
+        if for_update:
+            begin_write(db.session)
+            session = services.lock_session(current_org.id, session_id)
+        else:
+            session = services.find_session(current_org.id, session_id)
+    if credential.kind == CredentialKind.SESSION:
+        check_session_token(credential, session.token_hash if session else None, current_org.id)
     if session is None:
         abort(404, message=f"No session '{session_id}'.")
     return session
@@ -87,7 +79,7 @@ def _state_response(body: dict[str, Any], status: int = 200, **headers: str) -> 
 
 
 def _conflict(exc: services.StepConflict, problem: str) -> None:
-    state = _state_schema.dump(services.session_state(current_org, exc.session))
+    state = services.session_state(current_org, exc.session)
     abort(409, message=exc.detail, problem=problem, extra=state)
 
 
@@ -129,7 +121,7 @@ class FlowSessions(MethodView):
         if found is None:
             abort(404, message=f"No published flow '{flow}'.")
         session, token = services.start_session(current_org, *found, **contact)
-        body = _state_schema.dump(services.session_state(current_org, session))
+        body = services.session_state(current_org, services.session_record(session))
         db.session.commit()
         body["token"] = token
         location = url_for("learner.LearnerSessionResource", org=org, session_id=session.id)
@@ -142,11 +134,10 @@ class LearnerSessionResource(MethodView):
     @blp.alt_response(304, description="Not modified (If-None-Match)")
     def get(self, org: str, session_id: str) -> Any:
         """Read a session and its current step (what a page refresh shows)."""
-        _authorized_session(session_id)
         session = _load_session(session_id)
         if _etag_matches(request.if_none_match, str(session.version)):
             return Response(status=304, headers={"ETag": _session_etag(session.version)})
-        return _state_response(_state_schema.dump(services.session_state(current_org, session)))
+        return _state_response(services.session_state(current_org, session))
 
 
 @blp.route("/sessions/<session_id>/steps")
@@ -159,7 +150,6 @@ class SessionSteps(MethodView):
     @blp.alt_response(412, description="If-Match does not match the session version")
     def post(self, submission: dict[str, Any], org: str, session_id: str) -> Any:
         """Answer the current step: saves the answer and the new position in one transaction."""
-        _authorized_session(session_id)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
             abort(
@@ -200,7 +190,7 @@ class SessionSteps(MethodView):
         except AnswerError as exc:
             db.session.rollback()
             abort(422, message="The answer is not valid for this step.", errors=exc.errors)
-        body = _state_schema.dump(services.session_state(current_org, session))
+        body = services.session_state(current_org, session)
         if key is not None:
             idempotency.store_response(current_org.id, session_id, key, fingerprint, 200, body)
         db.session.commit()
@@ -214,7 +204,6 @@ class SessionBack(MethodView):
     @blp.alt_response(409, description="The step was not completed in this session")
     def post(self, target: dict[str, Any], org: str, session_id: str) -> Any:
         """Go back to a step the session already completed; answers are kept."""
-        _authorized_session(session_id)
         session = _load_session(session_id, for_update=True)
         try:
             services.go_back(current_org, session, target["step_id"])
@@ -224,7 +213,7 @@ class SessionBack(MethodView):
             _conflict(exc, "step-conflict")
         except services.UnknownStep:
             abort(422, errors={"step_id": [f"unknown step '{target['step_id']}'"]})
-        body = _state_schema.dump(services.session_state(current_org, session))
+        body = services.session_state(current_org, session)
         db.session.commit()
         return _state_response(body)
 
@@ -234,5 +223,4 @@ class SessionContext(MethodView):
     @blp.response(200, SessionContextSchema)
     def get(self, org: str, session_id: str) -> Any:
         """Read the session's answers and position, for chat or AI callers."""
-        _authorized_session(session_id)
         return services.session_context(_load_session(session_id))

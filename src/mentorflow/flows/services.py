@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,6 @@ from mentorflow.tenants.models import Org
 
 SESSION_ID_RE = r"^[0-9a-f]{32}$"
 _COMPILED_CACHE_SIZE = 256
-_compiled: OrderedDict[tuple[int, str], CompiledFlow] = OrderedDict()
 
 
 class FlowError(ValueError):
@@ -42,7 +42,7 @@ class DraftConflict(FlowError):
 class StepConflict(Exception):
     """The submitted step is not the session's current step (a stale tab, a racing submit)."""
 
-    def __init__(self, session: LearnerSession, detail: str) -> None:
+    def __init__(self, session: SessionRecord, detail: str) -> None:
         super().__init__(detail)
         self.session = session
         self.detail = detail
@@ -54,20 +54,6 @@ class SessionClosed(StepConflict):
 
 class UnknownStep(LookupError):
     """The step id is not part of the session's flow version."""
-
-
-def compiled_flow(version: FlowVersion) -> CompiledFlow:
-    """Return the compiled engine flow of a version; versions are immutable, so it is cached."""
-    # The checksum is part of the key so that a recycled id (a restored database) never
-    # serves another definition.
-    cache_key = (version.id, version.checksum)
-    flow = _compiled.get(cache_key)
-    if flow is None:
-        flow = CompiledFlow(version.definition)
-        _compiled[cache_key] = flow
-        if len(_compiled) > _COMPILED_CACHE_SIZE:
-            _compiled.popitem(last=False)
-    return flow
 
 
 def find_flow(org_id: int, slug: str) -> Flow | None:
@@ -221,7 +207,7 @@ def start_session(
         org_id=org.id,
         flow_id=flow.id,
         flow_version_id=version.id,
-        current_step_id=compiled_flow(version).first_step_id,
+        current_step_id=version_info(version.id, version.checksum).engine.first_step_id,
         answers={},
         status=SessionStatus.ACTIVE,
         name=name,
@@ -244,26 +230,148 @@ def start_session(
     return session, token
 
 
-def lock_session(org_id: int, session_id: str) -> LearnerSession | None:
-    """Return the org's session, locked for update until the transaction ends."""
-    return db.session.scalars(
-        sa.select(LearnerSession)
-        .where(LearnerSession.id == session_id, LearnerSession.org_id == org_id)
-        .with_for_update(of=LearnerSession)
-        .execution_options(populate_existing=True)
-    ).first()
+#: Columns of a session the learner API reads and the step commit writes.
+_SESSION_COLUMNS = [
+    LearnerSession.id,
+    LearnerSession.org_id,
+    LearnerSession.flow_id,
+    LearnerSession.flow_version_id,
+    LearnerSession.current_step_id,
+    LearnerSession.answers,
+    LearnerSession.status,
+    LearnerSession.name,
+    LearnerSession.email,
+    LearnerSession.phone,
+    LearnerSession.external_user_id,
+    LearnerSession.memory_container,
+    LearnerSession.token_hash,
+    LearnerSession.version,
+    LearnerSession.created_at,
+    LearnerSession.updated_at,
+    LearnerSession.completed_at,
+]
 
 
-def find_session(org_id: int, session_id: str) -> LearnerSession | None:
-    """Return the org's session."""
-    return db.session.scalars(
-        sa.select(LearnerSession).where(
-            LearnerSession.id == session_id, LearnerSession.org_id == org_id
+@dataclass
+class SessionRecord:
+    """A learner session as the hot path handles it: plain values, written back with Core."""
+
+    id: str
+    org_id: int
+    flow_id: int
+    flow_version_id: int
+    current_step_id: str | None
+    answers: dict[str, Any]
+    status: SessionStatus
+    name: str | None
+    email: str | None
+    phone: str | None
+    external_user_id: str | None
+    memory_container: str
+    token_hash: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    flow_version: VersionInfo
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the hot path needs of an immutable flow version, cached per process."""
+
+    id: int
+    number: int
+    flow_slug: str
+    checksum: str
+    engine: CompiledFlow
+
+
+_versions: OrderedDict[tuple[int, str], VersionInfo] = OrderedDict()
+
+
+def version_info(version_id: int, checksum: str) -> VersionInfo:
+    """Return the cached version info (compiled engine included) of a flow version."""
+    # The checksum is part of the key so that a recycled id (a restored database) never
+    # serves another definition.
+    key = (version_id, checksum)
+    info = _versions.get(key)
+    if info is None:
+        row = db.session.execute(
+            sa.select(FlowVersion.number, FlowVersion.definition, Flow.slug)
+            .join(Flow, Flow.id == FlowVersion.flow_id)
+            .where(FlowVersion.id == version_id)
+        ).one()
+        info = VersionInfo(
+            id=version_id,
+            number=row.number,
+            flow_slug=row.slug,
+            checksum=checksum,
+            engine=CompiledFlow(row.definition),
         )
-    ).first()
+        _versions[key] = info
+        if len(_versions) > _COMPILED_CACHE_SIZE:
+            _versions.popitem(last=False)
+    return info
 
 
-def commit_step(org: Org, session: LearnerSession, step_id: str, answer: Any) -> LearnerSession:
+def compiled_flow(version: FlowVersion) -> CompiledFlow:
+    """Return the compiled engine of a flow version (cached: versions are immutable)."""
+    return version_info(version.id, version.checksum).engine
+
+
+def _session_query(*, for_update: bool) -> sa.Select:
+    stmt = (
+        sa.select(*_SESSION_COLUMNS, FlowVersion.checksum)
+        .join(FlowVersion, FlowVersion.id == LearnerSession.flow_version_id)
+        .where(
+            LearnerSession.id == sa.bindparam("session_id"),
+            LearnerSession.org_id == sa.bindparam("org_id"),
+        )
+    )
+    return stmt.with_for_update(of=LearnerSession) if for_update else stmt
+
+
+# Built once: the hot path runs pre-compiled Core statements on the session's connection,
+# bypassing the ORM unit of work and statement compilation.
+_FIND_SESSION = _session_query(for_update=False)
+_LOCK_SESSION = _session_query(for_update=True)
+_UPDATE_SESSION = LearnerSession.__table__.update().where(
+    LearnerSession.__table__.c.id == sa.bindparam("session_id")
+)
+_INSERT_STEP_EVENT = StepEvent.__table__.insert()
+
+
+def _record(row: sa.Row | None) -> SessionRecord | None:
+    if row is None:
+        return None
+    values = row._asdict()
+    checksum = values.pop("checksum")
+    values["status"] = SessionStatus(values["status"])
+    return SessionRecord(**values, flow_version=version_info(values["flow_version_id"], checksum))
+
+
+def lock_session(org_id: int, session_id: str) -> SessionRecord | None:
+    """Return the org's session, its row locked until the transaction ends."""
+    params = {"session_id": session_id, "org_id": org_id}
+    return _record(db.session.connection().execute(_LOCK_SESSION, params).first())
+
+
+def find_session(org_id: int, session_id: str) -> SessionRecord | None:
+    """Return the org's session."""
+    params = {"session_id": session_id, "org_id": org_id}
+    return _record(db.session.connection().execute(_FIND_SESSION, params).first())
+
+
+def session_record(session: LearnerSession) -> SessionRecord:
+    """Return the record of an ORM session (after start_session)."""
+    db.session.flush()
+    found = find_session(session.org_id, session.id)
+    assert found is not None
+    return found
+
+
+def commit_step(org: Org, session: SessionRecord, step_id: str, answer: Any) -> SessionRecord:
     """Answer the current step and move on; raise on a stale step or an invalid answer."""
     if session.status == SessionStatus.COMPLETED:
         raise SessionClosed(session, "This session is completed and takes no more answers.")
@@ -273,7 +381,7 @@ def commit_step(org: Org, session: LearnerSession, step_id: str, answer: Any) ->
             f"Step '{step_id}' is not the current step; the session is at "
             f"'{session.current_step_id}'.",
         )
-    flow = compiled_flow(session.flow_version)
+    flow = session.flow_version.engine
     value = flow.validate_answer(step_id, answer)  # AnswerError: nothing has changed yet
     step = flow.step(step_id)
     answers = dict(session.answers)
@@ -290,19 +398,14 @@ def commit_step(org: Org, session: LearnerSession, step_id: str, answer: Any) ->
     session.current_step_id = next_step_id
     session.status = SessionStatus.ACTIVE if next_step_id else SessionStatus.COMPLETED
     session.completed_at = None if next_step_id else now
-    _touch(session, now)
-    db.session.add(
-        StepEvent(
-            session_id=session.id,
-            seq=seq,
-            org_id=org.id,
-            step_id=step_id,
-            answer=value,
-            from_step_id=step_id,
-            to_step_id=next_step_id,
-            kind=EventKind.ANSWERED,
-            created_at=now,
-        )
+    _save_move(
+        org,
+        session,
+        now,
+        step_id=step_id,
+        answer=value,
+        kind=EventKind.ANSWERED,
+        from_step_id=step_id,
     )
     payload = _event_payload(org, session, now)
     payload.update(
@@ -322,55 +425,95 @@ def commit_step(org: Org, session: LearnerSession, step_id: str, answer: Any) ->
             _event_payload(org, session, now),
             session_id=session.id,
         )
-    db.session.flush()
     return session
 
 
-def go_back(org: Org, session: LearnerSession, step_id: str) -> LearnerSession:
+def go_back(org: Org, session: SessionRecord, step_id: str) -> SessionRecord:
     """Move the session back to a step it already completed; answers are kept."""
     if session.status == SessionStatus.COMPLETED:
         raise SessionClosed(session, "This session is completed; it cannot go back.")
-    flow = compiled_flow(session.flow_version)
+    flow = session.flow_version.engine
     if not flow.has_step(step_id):
         raise UnknownStep(step_id)
     completed = flow.position(session.answers, session.current_step_id).completed_step_ids
     if step_id not in completed:
         raise StepConflict(session, f"Step '{step_id}' has not been completed in this session.")
-    now = utcnow()
-    db.session.add(
-        StepEvent(
-            session_id=session.id,
-            seq=session.version,
-            org_id=org.id,
-            step_id=step_id,
-            answer=None,
-            from_step_id=session.current_step_id,
-            to_step_id=step_id,
-            kind=EventKind.BACK,
-            created_at=now,
-        )
-    )
+    from_step_id = session.current_step_id
     session.current_step_id = step_id
     session.status = SessionStatus.ACTIVE
-    _touch(session, now)
-    db.session.flush()
+    _save_move(
+        org,
+        session,
+        utcnow(),
+        step_id=step_id,
+        answer=None,
+        kind=EventKind.BACK,
+        from_step_id=from_step_id,
+    )
     return session
 
 
-def _touch(session: LearnerSession, now: datetime) -> None:
-    session.version += 1
-    session.updated_at = now
-    session.last_activity_at = now
+def _save_move(
+    org: Org,
+    session: SessionRecord,
+    now: datetime,
+    *,
+    step_id: str,
+    answer: Any,
+    kind: EventKind,
+    from_step_id: str | None,
+) -> None:
+    """Write the session's new position and append its step event (one event per version)."""
+    seq = session.version
     if session.status == SessionStatus.ABANDONED:
         session.status = SessionStatus.ACTIVE
+    session.version += 1
+    session.updated_at = now
+    connection = db.session.connection()
+    connection.execute(
+        _UPDATE_SESSION,
+        {
+            "session_id": session.id,
+            "answers": session.answers,
+            "current_step_id": session.current_step_id,
+            "status": session.status,
+            "completed_at": session.completed_at,
+            "name": session.name,
+            "email": session.email,
+            "phone": session.phone,
+            "version": session.version,
+            "updated_at": now,
+            "last_activity_at": now,
+        },
+    )
+    connection.execute(
+        _INSERT_STEP_EVENT,
+        {
+            "session_id": session.id,
+            "seq": seq,
+            "org_id": org.id,
+            "step_id": step_id,
+            "answer": answer,
+            "from_step_id": from_step_id,
+            "to_step_id": session.current_step_id,
+            "kind": kind,
+            "created_at": now,
+        },
+    )
 
 
-def _event_payload(org: Org, session: LearnerSession, now: datetime) -> dict[str, Any]:
+def _event_payload(
+    org: Org, session: SessionRecord | LearnerSession, now: datetime
+) -> dict[str, Any]:
+    if isinstance(session, SessionRecord):
+        flow_slug, number = session.flow_version.flow_slug, session.flow_version.number
+    else:
+        flow_slug, number = session.flow.slug, session.flow_version.number
     return {
         "org": org.slug,
         "session_id": session.id,
-        "flow": session.flow.slug,
-        "flow_version": session.flow_version.number,
+        "flow": flow_slug,
+        "flow_version": number,
         "status": str(session.status),
         "distinct_id": session.external_user_id or session.id,
         "memory_container": session.memory_container,
@@ -378,15 +521,19 @@ def _event_payload(org: Org, session: LearnerSession, now: datetime) -> dict[str
     }
 
 
-def session_state(org: Org, session: LearnerSession) -> dict[str, Any]:
-    """Return ``{session, step}`` as the learner API shows them."""
-    flow = compiled_flow(session.flow_version)
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def session_state(org: Org, session: SessionRecord) -> dict[str, Any]:
+    """Return ``{session, step}`` as the learner API shows them, ready for JSON."""
+    flow = session.flow_version.engine
     position = flow.position(session.answers, session.current_step_id)
     return {
         "session": {
             "id": session.id,
             "org": org.slug,
-            "flow": session.flow.slug,
+            "flow": session.flow_version.flow_slug,
             "flow_version": session.flow_version.number,
             "status": str(session.status),
             "current_step_id": session.current_step_id,
@@ -399,18 +546,17 @@ def session_state(org: Org, session: LearnerSession) -> dict[str, Any]:
             "external_user_id": session.external_user_id,
             "memory_container": session.memory_container,
             "version": session.version,
-            "created_at": session.created_at,
-            "updated_at": session.updated_at,
-            "completed_at": session.completed_at,
+            "created_at": _iso(session.created_at),
+            "updated_at": _iso(session.updated_at),
+            "completed_at": _iso(session.completed_at),
         },
         "step": flow.step(session.current_step_id) if session.current_step_id else None,
     }
 
 
-def session_context(session: LearnerSession) -> dict[str, Any]:
+def session_context(session: SessionRecord) -> dict[str, Any]:
     """Return what a chat or AI caller needs to know about where the learner is."""
-    flow = compiled_flow(session.flow_version)
-    position = flow.position(session.answers, session.current_step_id)
+    position = session.flow_version.engine.position(session.answers, session.current_step_id)
     return {
         "answers": session.answers,
         "completed_step_ids": position.completed_step_ids,

@@ -32,9 +32,10 @@ class Credential:
     """Who is calling: an org's API key, or one learner session's token."""
 
     kind: CredentialKind
-    org_id: int
+    #: None for a session token not yet matched against its session (see ``session_token``).
+    org_id: int | None
     key_id: int | None = None
-    session_id: str | None = None
+    token_hash: str | None = None
 
 
 def generate_secret(prefix: str) -> str:
@@ -76,19 +77,13 @@ def authenticate() -> Credential:
 
 
 def _resolve(token: str) -> Credential:
-    from mentorflow.flows.models import LearnerSession
     from mentorflow.tenants.models import ApiKey
 
     digest = hash_secret(token)
     if token.startswith(f"{SESSION_TOKEN_PREFIX}_"):
-        row = db.session.execute(
-            sa.select(LearnerSession.id, LearnerSession.org_id).where(
-                LearnerSession.token_hash == digest
-            )
-        ).first()
-        if row is None:
-            _unauthorized("The session token is not valid.")
-        return Credential(CredentialKind.SESSION, org_id=row.org_id, session_id=row.id)
+        # Checked against the session row the endpoint loads anyway: no query of its own on
+        # the hot path. See ``check_session_token``.
+        return Credential(CredentialKind.SESSION, org_id=None, token_hash=digest)
     if token.startswith(("pk_", "sk_")):
         key = db.session.execute(
             sa.select(
@@ -127,10 +122,40 @@ def _on_close(response: Response, callback: Callable[[], None]) -> Response:
     return response
 
 
+def token_owner(token_hash: str) -> tuple[str, int] | None:
+    """Return (session id, org id) of the session a token opens, if any."""
+    from mentorflow.flows.models import LearnerSession
+
+    row = db.session.execute(
+        sa.select(LearnerSession.id, LearnerSession.org_id).where(
+            LearnerSession.token_hash == token_hash
+        )
+    ).first()
+    return None if row is None else (row.id, row.org_id)
+
+
+def check_session_token(
+    credential: Credential, session_token_hash: str | None, org_id: int
+) -> None:
+    """Accept a session token only for its own session: 401 if unknown, 404 if another's."""
+    if credential.token_hash == session_token_hash:
+        return
+    owner = token_owner(credential.token_hash or "")
+    if owner is None:
+        _unauthorized("The session token is not valid.")
+    abort(404, message="No such session.")
+
+
 def require(*kinds: CredentialKind) -> Credential:
-    """Return the credential if it is one of ``kinds``, else 403."""
+    """Return the credential if it is one of ``kinds``, else 403 (404 for another org's)."""
     credential = authenticate()
     if credential.kind not in kinds:
+        if credential.kind == CredentialKind.SESSION:
+            owner = token_owner(credential.token_hash or "")
+            if owner is None:
+                _unauthorized("The session token is not valid.")
+            if owner[1] != g.org.id:
+                abort(404, message="Not found.")
         allowed = " or ".join(
             f"a {kind} key" if kind != "session" else "the session's token" for kind in kinds
         )

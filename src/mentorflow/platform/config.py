@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_BACKOFF_MAX_SECONDS": 3600.0,
     "DELIVERY_LEASE_SECONDS": 60,
     "DELIVERY_BATCH_SIZE": 100,
+    # Sink calls one worker process makes side by side.
+    "DELIVERY_CONCURRENCY": 8,
     # Seconds a sink call may take before it counts as a failed (retryable) attempt.
     "SINK_TIMEOUT": 10,
     # How often the beat re-enqueues due deliveries (a lost wake-up waits at most this long).
@@ -31,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "ENCRYPTION_KEY": "",
     # Celery worker processes of `mentorflow worker` (and `mentorflow up`).
     "WORKER_CONCURRENCY": 2,
+    # How long a process may serve an org's settings (CORS origins, TTL) from memory.
+    "ORG_CACHE_SECONDS": 5,
     # Requests per client address to the learner API; "" disables the limit.
     "RATE_LIMIT": "1200 per minute",
     # Where rate-limit counters live: memory:// (one process) or redis://... (shared).

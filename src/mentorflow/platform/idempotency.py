@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mentorflow.platform.db import JSONType, utcnow
@@ -39,38 +41,54 @@ def request_fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def find_stored(org_id: int, session_id: str, key: str) -> IdempotencyKey | None:
-    """Return the stored response for ``key``, if one is younger than the retention."""
-    stmt = sa.select(IdempotencyKey).where(
-        IdempotencyKey.org_id == org_id,
-        IdempotencyKey.session_id == session_id,
-        IdempotencyKey.key == key,
-        IdempotencyKey.created_at > utcnow() - RETENTION,
+_FIND = sa.select(
+    IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response_body
+).where(
+    IdempotencyKey.org_id == sa.bindparam("org_id"),
+    IdempotencyKey.session_id == sa.bindparam("session_id"),
+    IdempotencyKey.key == sa.bindparam("key"),
+    IdempotencyKey.created_at > sa.bindparam("since"),
+)
+
+
+def _upsert(dialect: str) -> sa.Insert:
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(IdempotencyKey.__table__)
+    # A key past retention may still hold the unique slot until the prune runs: reuse it.
+    return stmt.on_conflict_do_update(
+        index_elements=["org_id", "session_id", "key"],
+        set_={
+            name: stmt.excluded[name]
+            for name in ("request_hash", "status_code", "response_body", "created_at")
+        },
     )
-    return db.session.scalars(stmt).first()
+
+
+_UPSERT = {"postgresql": _upsert("postgresql"), "sqlite": _upsert("sqlite")}
+
+
+def find_stored(org_id: int, session_id: str, key: str) -> sa.Row | None:
+    """Return (request_hash, status_code, response_body) stored for ``key``, if fresh."""
+    params = {"org_id": org_id, "session_id": session_id, "key": key, "since": utcnow() - RETENTION}
+    return db.session.connection().execute(_FIND, params).first()
 
 
 def store_response(
     org_id: int, session_id: str, key: str, request_hash: str, status_code: int, body: Any
 ) -> None:
     """Record the response to replay for ``key``; part of the caller's transaction."""
-    # A key past retention may still hold the unique slot until the prune runs: reuse it.
-    db.session.execute(
-        sa.delete(IdempotencyKey).where(
-            IdempotencyKey.org_id == org_id,
-            IdempotencyKey.session_id == session_id,
-            IdempotencyKey.key == key,
-        )
-    )
-    db.session.add(
-        IdempotencyKey(
-            org_id=org_id,
-            session_id=session_id,
-            key=key,
-            request_hash=request_hash,
-            status_code=status_code,
-            response_body=body,
-        )
+    connection = db.session.connection()
+    connection.execute(
+        _UPSERT[connection.dialect.name],
+        {
+            "org_id": org_id,
+            "session_id": session_id,
+            "key": key,
+            "request_hash": request_hash,
+            "status_code": status_code,
+            "response_body": body,
+            "created_at": utcnow(),
+        },
     )
 
 

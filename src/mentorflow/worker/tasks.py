@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from typing import Any
@@ -70,21 +71,47 @@ def run_job(job_id: int) -> None:
     jobs.run(job_id)
 
 
-@after_commit
-def wake_workers(event_ids: list[uuid.UUID]) -> None:
-    """Ask a worker to deliver the events a transaction just committed."""
-    global _broker_down_until
-    if time.monotonic() < _broker_down_until:
-        return
-    try:
-        deliver_due_deliveries.apply_async(retry=False)
-    except Exception as exc:
-        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
-        log.warning(
-            "could not wake the workers for events %s (broker: %s); the sweep will deliver them",
-            [str(e) for e in event_ids],
-            exc,
-        )
+class WakeUp:
+    """One debounced wake-up of the workers per burst of commits in this process.
+
+    The first commit arms a timer; commits until it fires share its one message. The message
+    leaves after every commit it covers, so the task it starts sees all of them: no commit is
+    left waiting for the sweep.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self._armed = False
+        self._lock = threading.Lock()
+
+    def __call__(self, event_ids: list[uuid.UUID]) -> None:
+        with self._lock:
+            if self._armed:
+                return
+            self._armed = True
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        timer = threading.Timer(self.delay, self._send, args=(app,))
+        timer.daemon = True
+        timer.start()
+
+    def _send(self, app: Any) -> None:
+        global _broker_down_until
+        with self._lock:
+            self._armed = False
+        if time.monotonic() < _broker_down_until:
+            return
+        try:
+            with app.app_context():
+                deliver_due_deliveries.apply_async(retry=False)
+        except Exception as exc:
+            _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
+            log.warning(
+                "could not wake the workers (broker: %s); the sweep will deliver the events", exc
+            )
+
+
+#: After commit, ask a worker to deliver what the transaction wrote.
+wake_workers = after_commit(WakeUp(delay=0.02))
 
 
 def enqueue_job(job_id: int) -> Any:
