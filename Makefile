@@ -35,3 +35,6 @@ format: install
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache test-output
+
+bench: install ## benchmarks on PostgreSQL + Redis: step commits vs the floor, deliveries (bench/README.md)
+	$(BIN)/python bench/run.py

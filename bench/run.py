@@ -1,0 +1,470 @@
+"""`make bench`: the step-commit hot path against the floor of its own stack, in one run.
+
+Prints one table and writes ``bench/results/latest.json``. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.load import LoadResult, build_request, closed_loop, open_loop  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PG_URL = os.environ.get(
+    "MENTORFLOW_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mentorflow_bench"
+)
+REDIS_URL = os.environ.get("MENTORFLOW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+SECONDS = float(os.environ.get("MENTORFLOW_BENCH_SECONDS", "8"))
+LEVELS = (8, 32, 64)
+STEPS = 20
+ANSWERS = ["a", 42, "a short honest answer", True]
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def bench_flow() -> dict[str, Any]:
+    kinds = [
+        {
+            "type": "single_choice",
+            "options": [{"value": "a", "label": "A"}, {"value": "b", "label": "B"}],
+        },
+        {"type": "number", "min": 0, "max": 1000},
+        {"type": "text"},
+        {"type": "boolean"},
+    ]
+    steps = [
+        {
+            "id": f"phase-1-step-{i + 1}",
+            "key": f"q{i + 1}",
+            "prompt": f"Question {i + 1}?",
+            **kinds[i % 4],
+        }
+        for i in range(STEPS)
+    ]
+    return {
+        "slug": "bench",
+        "title": "Bench flow",
+        "phases": [{"id": "phase-1", "title": "All", "steps": steps}],
+    }
+
+
+def recreate_database(url: str) -> None:
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+class Installation:
+    """A database with an org, the bench flow and pre-started sessions, and its processes."""
+
+    def __init__(self, database_url: str, instance: Path, sink_url: str) -> None:
+        self.env = {
+            **os.environ,
+            "MENTORFLOW_DATABASE_URL": database_url,
+            "MENTORFLOW_INSTANCE_PATH": str(instance),
+            "MENTORFLOW_SECRET_KEY": "bench-secret",
+            "MENTORFLOW_BROKER_URL": REDIS_URL,
+            "MENTORFLOW_POSTHOG_API_KEY": "phc_bench",
+            "MENTORFLOW_POSTHOG_HOST": sink_url,
+            "MENTORFLOW_SUPERMEMORY_API_KEY": "sm_bench",
+            "MENTORFLOW_SUPERMEMORY_BASE_URL": sink_url,
+            "MENTORFLOW_WEB_CONCURRENCY": "4",
+            "MENTORFLOW_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.processes: list[subprocess.Popen] = []
+        subprocess.run(
+            [BIN / "mentorflow", "db", "upgrade"], env=self.env, check=True, capture_output=True
+        )
+        from mentorflow.platform.app import create_app
+
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("MENTORFLOW_")})
+        self.app = create_app()
+        self.port = free_port()
+
+    def seed(self, sessions: int) -> list[tuple[str, str]]:
+        """Create the org, flow and ``sessions`` fresh sessions; return (id, token) pairs."""
+        from mentorflow.flows import services as flows
+        from mentorflow.platform.extensions import db
+        from mentorflow.platform.outbox import Delivery
+        from mentorflow.tenants import services as tenants
+
+        with self.app.app_context():
+            org = tenants.create_org("bench", "Bench")
+            flow, _ = flows.save_draft(org, bench_flow())
+            version, _ = flows.publish_version(flow)
+            pairs = []
+            for index in range(sessions):
+                session, token = flows.start_session(org, flow, version)
+                pairs.append((session.id, token))
+                if index % 500 == 499:
+                    db.session.commit()
+            db.session.commit()
+            # The seed's session.started events are not part of any measurement.
+            db.session.execute(sa.update(Delivery).values(status="delivered"))
+            db.session.commit()
+            db.session.remove()
+        return pairs
+
+    def start(self, *argv: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            list(argv),
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def serve(self) -> None:
+        self.start(
+            str(BIN / "gunicorn"),
+            "--workers",
+            "4",
+            "--bind",
+            f"{HOST}:{self.port}",
+            "--timeout",
+            "30",
+            "bench.app:create_bench_app()",
+        )
+        wait_http(f"http://{HOST}:{self.port}/healthz")
+
+    def stop(self, process: subprocess.Popen | None = None) -> None:
+        for proc in [process] if process else self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+    def pending(self) -> int:
+        from mentorflow.platform.extensions import db
+        from mentorflow.platform.outbox import Delivery
+
+        with self.app.app_context():
+            count = db.session.scalar(
+                sa.select(sa.func.count()).select_from(Delivery).where(Delivery.status == "pending")
+            )
+            db.session.remove()
+        return count or 0
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s")
+
+
+def step_walker(pairs: list[tuple[str, str]], connections: int, prefix: str, port: int):
+    """Return a request factory: each connection walks its sessions step by step."""
+    sessions = iter(pairs)
+    state: dict[int, list[Any]] = {}
+    host = f"{HOST}:{port}"
+
+    def factory(index: int) -> bytes | None:
+        current = state.get(index)
+        if current is None or current[2] == STEPS:
+            try:
+                session_id, token = next(sessions)
+            except StopIteration:
+                return None
+            current = state[index] = [session_id, token, 0]
+        session_id, token, step = current
+        current[2] += 1
+        body = json.dumps(
+            {"step_id": f"phase-1-step-{step + 1}", "answer": ANSWERS[step % 4]}
+        ).encode()
+        return build_request(
+            "POST",
+            f"{prefix}/orgs/bench/sessions/{session_id}/steps",
+            host,
+            {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": f"{session_id}-{step}",
+            },
+            body,
+        )
+
+    return factory
+
+
+def getter(pairs: list[tuple[str, str]], port: int, etag: bool):
+    cycle = itertools.cycle(pairs)
+    host = f"{HOST}:{port}"
+
+    def factory(index: int) -> bytes:
+        session_id, token = next(cycle)
+        headers = {"Authorization": f"Bearer {token}"}
+        if etag:
+            headers["If-None-Match"] = '"1"'
+        return build_request("GET", f"/v1/orgs/bench/sessions/{session_id}", host, headers)
+
+    return factory
+
+
+def hello(port: int):
+    request = build_request("GET", "/bench/hello", f"{HOST}:{port}", {})
+    return lambda index: request
+
+
+def figures(result: LoadResult, *codes: int) -> dict[str, Any]:
+    return {
+        "per_second": round(result.rate(*codes), 1),
+        "p50_ms": round(result.p50, 2),
+        "p99_ms": round(result.percentile(99), 2),
+        "ok": result.ok(*codes),
+        "other": {str(k): v for k, v in result.statuses.items() if k not in codes},
+        "errors": result.errors,
+    }
+
+
+def needed_sessions(rate_guess: float = 3000) -> int:
+    return int(rate_guess * SECONDS / STEPS) + 200
+
+
+def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None:
+    recreate_database(PG_URL)
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    with tempfile.TemporaryDirectory() as instance:
+        inst = Installation(PG_URL, Path(instance), sink_url)
+        per_run = needed_sessions()
+        pairs = inst.seed(per_run * len(LEVELS) * 2 + 2000 + 400)
+        inst.serve()
+        try:
+            cursor = 0
+
+            def take(count: int) -> list[tuple[str, str]]:
+                nonlocal cursor
+                cursor += count
+                return pairs[cursor - count : cursor]
+
+            steps: dict[str, Any] = {}
+            for level in LEVELS:
+                real = closed_loop(
+                    HOST,
+                    inst.port,
+                    level,
+                    SECONDS,
+                    step_walker(take(per_run), level, "/v1", inst.port),
+                )
+                floor = closed_loop(
+                    HOST,
+                    inst.port,
+                    level,
+                    SECONDS,
+                    step_walker(take(per_run), level, "/bench", inst.port),
+                )
+                steps[str(level)] = {
+                    "real": figures(real, 200),
+                    "floor": figures(floor, 200),
+                    "ratio": round(real.rate(200) / max(floor.rate(200), 1), 2),
+                }
+            results["post_steps"] = steps
+            fresh = take(2000)
+            not_modified = closed_loop(HOST, inst.port, 32, SECONDS, getter(fresh, inst.port, True))
+            full = closed_loop(HOST, inst.port, 32, SECONDS, getter(fresh, inst.port, False))
+            hi = closed_loop(HOST, inst.port, 32, SECONDS, hello(inst.port))
+            results["get_session"] = {
+                "304": figures(not_modified, 304),
+                "200": figures(full, 200),
+                "hello": figures(hi, 200),
+                "ratio_304": round(not_modified.rate(304) / max(hi.rate(200), 1), 2),
+                "ratio_200": round(full.rate(200) / max(hi.rate(200), 1), 2),
+            }
+
+            # Delivery throughput: one worker process drains the backlog the steps left.
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            backlog = inst.pending()
+            worker = inst.start(
+                str(BIN / "mentorflow"), "worker", "--concurrency", "1", "--loglevel", "WARNING"
+            )
+            subprocess.run(
+                [BIN / "mentorflow", "deliveries", "retry"],
+                env=inst.env,
+                capture_output=True,
+                check=True,
+            )
+            started = time.monotonic()
+            while inst.pending() and time.monotonic() - started < 300:
+                time.sleep(0.2)
+            elapsed = time.monotonic() - started
+            results["delivery"] = {
+                "backlog": backlog,
+                "seconds": round(elapsed, 2),
+                "per_second": round(backlog / elapsed, 1),
+                "left_pending": inst.pending(),
+            }
+
+            # Lag at a steady 300 commits/s, worker and beat running.
+            inst.start(str(BIN / "mentorflow"), "beat", "--loglevel", "WARNING")
+            lag_pairs = take(400)
+            steady = open_loop(
+                HOST,
+                inst.port,
+                300,
+                min(SECONDS * 2, 15),
+                step_walker(lag_pairs, 1, "/v1", inst.port),
+            )
+            deadline = time.monotonic() + 60
+            while inst.pending() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            results["lag"] = lag_figures(inst, sink_port, {s for s, _ in lag_pairs}, steady)
+            inst.stop(worker)
+        finally:
+            inst.stop()
+            from mentorflow.platform.extensions import db
+
+            with inst.app.app_context():
+                db.engine.dispose()
+
+
+def lag_figures(
+    inst: Installation, sink_port: int, sessions: set[str], steady: LoadResult
+) -> dict[str, Any]:
+    from mentorflow.platform.extensions import db
+    from mentorflow.platform.outbox import OutboxEvent
+
+    arrivals = json.loads(urllib.request.urlopen(f"http://{HOST}:{sink_port}/arrivals").read())
+    with inst.app.app_context():
+        rows = db.session.execute(
+            sa.select(
+                OutboxEvent.id, OutboxEvent.session_id, OutboxEvent.payload, OutboxEvent.created_at
+            ).where(OutboxEvent.type == "step.completed", OutboxEvent.session_id.in_(sessions))
+        ).all()
+        db.session.remove()
+    lags = []
+    for event_id, session_id, payload, created_at in rows:
+        posthog = arrivals["posthog"].get(str(event_id))
+        memory = arrivals["memory"].get(f"{session_id}-{payload['seq']}")
+        if posthog and memory:
+            lags.append(max(posthog, memory) - created_at.timestamp())
+    lags.sort()
+
+    def pct(p: float) -> float:
+        return round(lags[min(len(lags) - 1, int(p / 100 * len(lags)))] * 1000, 1) if lags else -1
+
+    return {
+        "commits_per_second": round(steady.rate(200), 1),
+        "events": len(rows),
+        "delivered_both": len(lags),
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "max_ms": pct(100),
+    }
+
+
+def run_sqlite(results: dict[str, Any], sink_url: str) -> None:
+    with tempfile.TemporaryDirectory() as instance:
+        inst = Installation(f"sqlite:///{instance}/bench.db", Path(instance), sink_url)
+        pairs = inst.seed(needed_sessions(1500))
+        inst.serve()
+        try:
+            run = closed_loop(HOST, inst.port, 8, SECONDS, step_walker(pairs, 8, "/v1", inst.port))
+            results["sqlite_post_steps_8"] = figures(run, 200)
+        finally:
+            inst.stop()
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "mentorflow bench  " + results["machine"],
+        "",
+        f"{'measure':<34}{'real/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'floor/s':>9}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}",
+    ]
+    for level, row in results["post_steps"].items():
+        real, floor = row["real"], row["floor"]
+        lines.append(
+            f"{'POST …/steps @' + level + ' conns':<34}{real['per_second']:>9.0f}"
+            f"{real['p50_ms']:>8.1f}{real['p99_ms']:>8.1f}{floor['per_second']:>9.0f}"
+            f"{floor['p50_ms']:>8.1f}{floor['p99_ms']:>8.1f}{row['ratio']:>7.2f}"
+        )
+    get = results["get_session"]
+    for name, key in (
+        ("GET session 304 vs /hello @32", "304"),
+        ("GET session 200 vs /hello @32", "200"),
+    ):
+        row, hi = get[key], get["hello"]
+        lines.append(
+            f"{name:<34}{row['per_second']:>9.0f}{row['p50_ms']:>8.1f}{row['p99_ms']:>8.1f}"
+            f"{hi['per_second']:>9.0f}{hi['p50_ms']:>8.1f}{hi['p99_ms']:>8.1f}"
+            f"{get['ratio_' + key]:>7.2f}"
+        )
+    delivery, lag = results["delivery"], results["lag"]
+    lines += [
+        "",
+        f"deliveries, one worker process:   {delivery['per_second']:.0f}/s "
+        f"({delivery['backlog']} in {delivery['seconds']} s, {delivery['left_pending']} left)",
+        f"lag commit → sink at {lag['commits_per_second']:.0f} commits/s: p50 {lag['p50_ms']} ms, "
+        f"p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms ({lag['delivered_both']}/{lag['events']} "
+        "events at both sinks)",
+        f"embedded SQLite POST …/steps @8:  {results['sqlite_post_steps_8']['per_second']:.0f}/s "
+        f"(p50 {results['sqlite_post_steps_8']['p50_ms']} ms, "
+        f"p99 {results['sqlite_post_steps_8']['p99_ms']} ms)",
+        f"load generator: {results['load_generator']}; {SECONDS:.0f} s per measurement",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "load_generator": "bundled asyncio generator (bench/load.py)",
+        "seconds": SECONDS,
+    }
+    sink_port = free_port()
+    sink = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sink.py"), str(sink_port)])
+    try:
+        wait_http(f"http://{HOST}:{sink_port}/arrivals")
+        run_postgres(results, f"http://{HOST}:{sink_port}", sink_port)
+        run_sqlite(results, f"http://{HOST}:{sink_port}")
+    finally:
+        sink.terminate()
+        sink.wait()
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    if shutil.which("pg_isready") and subprocess.run(["pg_isready", "-h", HOST, "-q"]).returncode:
+        raise SystemExit("bench: PostgreSQL is not reachable at 127.0.0.1:5432")
+    main()
