@@ -72,9 +72,14 @@ def _register_blueprints(app: Flask) -> None:
     api.register_blueprint(flows_blp)
     api.register_blueprint(jobs_blp)
 
+    from mentorflow.admin.console import csrf, init_console
     from mentorflow.admin.player import bp as player_bp
 
     app.register_blueprint(player_bp)
+    # The API authenticates with bearer keys, not cookies: no CSRF token there.
+    csrf.exempt(flows_blp)
+    csrf.exempt(jobs_blp)
+    init_console(app)
 
 
 def _register_health(app: Flask) -> None:

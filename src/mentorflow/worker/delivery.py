@@ -260,16 +260,21 @@ def retry_deliveries(*, dead: bool, event_id: uuid.UUID | None = None) -> int:
     return result.rowcount or 0
 
 
-def delivery_status(now: datetime | None = None) -> list[dict[str, Any]]:
-    """Return per-sink counts: pending, due, oldest pending age in seconds, delivered, dead."""
+def delivery_status(
+    now: datetime | None = None, *, org_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Return per-sink counts: pending, oldest pending age in seconds, delivered, dead."""
     now = now or utcnow()
-    rows = db.session.execute(
+    stmt = (
         sa.select(
             Delivery.sink, Delivery.status, sa.func.count(), sa.func.min(OutboxEvent.created_at)
         )
         .join(OutboxEvent, OutboxEvent.id == Delivery.event_id)
         .group_by(Delivery.sink, Delivery.status)
-    ).all()
+    )
+    if org_id is not None:
+        stmt = stmt.where(OutboxEvent.org_id == org_id)
+    rows = db.session.execute(stmt).all()
     report: dict[str, dict[str, Any]] = {}
     for sink, status, count, oldest in rows:
         entry = report.setdefault(

@@ -1,0 +1,76 @@
+"""The staff console: Flask-Admin 2 (Bootstrap 4) behind staff sign-in, scoped to one org."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_admin import Admin, AdminIndexView, expose
+from flask_admin.theme import Bootstrap4Theme
+from flask_wtf import CSRFProtect
+
+from mentorflow.admin import sessions, settings
+from mentorflow.admin.access import ConsoleView, current_seat, seat, staff_orgs
+from mentorflow.admin.auth import bp as auth_bp
+from mentorflow.admin.auth import login_manager
+from mentorflow.admin.flows import FlowsView
+from mentorflow.flows.models import Flow, LearnerSession
+from mentorflow.platform.extensions import db
+from mentorflow.worker.delivery import delivery_status
+
+csrf = CSRFProtect()
+
+
+class DashboardView(ConsoleView, AdminIndexView):
+    """The console's home: the org's flows, recent learners and the health of deliveries."""
+
+    @expose("/")
+    def index(self) -> Any:
+        org = seat().org
+        flows = db.session.scalars(
+            sa.select(Flow)
+            .where(Flow.org_id == org.id, Flow.archived_at.is_(None))
+            .order_by(Flow.title)
+        ).all()
+        recent = db.session.execute(
+            sa.select(LearnerSession, Flow.slug)
+            .join(Flow, Flow.id == LearnerSession.flow_id)
+            .where(LearnerSession.org_id == org.id)
+            .order_by(LearnerSession.updated_at.desc())
+            .limit(10)
+        ).all()
+        counts = dict(
+            db.session.execute(
+                sa.select(LearnerSession.status, sa.func.count())
+                .where(LearnerSession.org_id == org.id)
+                .group_by(LearnerSession.status)
+            ).all()
+        )
+        return self.render(
+            "console/dashboard.html",
+            flows=flows,
+            recent=recent,
+            counts={str(k): v for k, v in counts.items()},
+            deliveries=delivery_status(org_id=org.id),
+        )
+
+
+def init_console(app: Flask, extra_views: list[Any] | None = None) -> Admin:
+    """Mount the console at /admin on ``app``."""
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    app.register_blueprint(auth_bp)
+    app.jinja_env.globals["staff_orgs"] = staff_orgs
+    app.jinja_env.globals["current_seat"] = current_seat
+    app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions
+    admin = Admin(
+        app,
+        name="mentorflow",
+        theme=Bootstrap4Theme(base_template="console/master.html", swatch="flatly", fluid=True),
+        index_view=DashboardView(name="Dashboard", url="/admin", template="console/dashboard.html"),
+    )
+    admin.add_view(FlowsView(name="Flows", endpoint="flows", url="/admin/flows"))
+    for view in [*sessions.views(), *settings.views(), *(extra_views or [])]:
+        admin.add_view(view)
+    return admin
