@@ -16,7 +16,7 @@ def test_models_and_migrations_agree(app):
 
 
 def test_migrations_downgrade_and_upgrade_again(app, tmp_path):
-    from conftest import make_app
+    from support import make_app
 
     scratch = make_app(f"sqlite:///{tmp_path / 'scratch.db'}", tmp_path)
     with scratch.app_context():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import make_app
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services
 from mentorflow.tenants.models import KeyKind
+from support import make_app
 
 
 def test_too_many_requests_is_429_with_retry_after(tmp_path):

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POSTGRES_URL, _recreate_postgres_database
+from support import POSTGRES_URL, free_port, recreate_postgres_database
 
 MENTORFLOW = str(Path(sys.executable).parent / "mentorflow")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def call(method: str, url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
@@ -77,7 +70,7 @@ def server_env(backend, tmp_path):
         "MENTORFLOW_WEB_CONCURRENCY": "2",
     }
     if backend == "postgresql":
-        env["MENTORFLOW_DATABASE_URL"] = _recreate_postgres_database(POSTGRES_URL + "_server")
+        env["MENTORFLOW_DATABASE_URL"] = recreate_postgres_database(POSTGRES_URL + "_server")
     else:
         env.pop("MENTORFLOW_DATABASE_URL", None)
     env["PORT"] = str(free_port())

@@ -10,7 +10,6 @@ import csv
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from conftest import POSTGRES_URL, Learner, _recreate_postgres_database, make_app, service_missing
 from mentorflow.flows import services as flow_services
 from mentorflow.flows.document import load_document
 from mentorflow.flows.models import LearnerSession
@@ -30,6 +28,14 @@ from mentorflow.platform.outbox import Delivery
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import KeyKind
 from mentorflow.worker import jobs, tasks
+from support import (
+    POSTGRES_URL,
+    Learner,
+    free_port,
+    make_app,
+    recreate_postgres_database,
+    service_missing,
+)
 
 MENTORFLOW = str(Path(sys.executable).parent / "mentorflow")
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
@@ -40,12 +46,6 @@ STEPS = [
     ("phase-2-step-1", 250),
     ("phase-2-step-2", {"name": "Ada", "email": "ada@example.com"}),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def redis_reachable(url: str) -> bool:
@@ -102,7 +102,7 @@ class Stack:
 
     def __init__(self, backend: str, recorder, tmp_path: Path, broker_url: str) -> None:
         if backend == "postgresql":
-            database_url = _recreate_postgres_database(POSTGRES_URL + "_worker")
+            database_url = recreate_postgres_database(POSTGRES_URL + "_worker")
         else:
             database_url = f"sqlite:///{tmp_path / 'worker.db'}"
         settings = {

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support import free_port, service_missing
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Checked to work on these machines; never `playwright install`, which downloads a browser.
@@ -32,35 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 EVERY_STEP_FLOW = Path(__file__).resolve().parent / "every-step-type.yaml"
 MENTORFLOW = str(Path(sys.executable).parent / "mentorflow")
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Without __init__.py files every conftest is imported as the module "conftest", and the
-    # last one wins; put the root conftest back so `from conftest import …` keeps working in
-    # the test modules collected after this folder.
-    sys.modules["conftest"] = root_conftest(config)
-
-
-def root_conftest(config: pytest.Config) -> Any:
-    """Return the tests/conftest.py module that pytest loaded."""
-    for plugin in config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and Path(path).resolve() == ROOT_CONFTEST:
-            return plugin
-    raise LookupError(f"{ROOT_CONFTEST} is not loaded")
-
-
-def service_missing(config: pytest.Config, reason: str) -> None:
-    """Skip, or fail under MENTORFLOW_REQUIRE_SERVICES=1 (the root conftest's rule)."""
-    root_conftest(config).service_missing(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LiveServer:
@@ -160,11 +133,11 @@ def live_server(chromium: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def chromium(pytestconfig: pytest.Config) -> Iterator[Any]:
     """Headless Debian chromium, launched once for the whole run."""
     if not CHROMIUM.is_file():
-        service_missing(pytestconfig, f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
+        service_missing(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        service_missing(pytestconfig, "the playwright package is not installed")
+        service_missing("the playwright package is not installed")
     playwright = sync_playwright().start()
     try:
         browser = playwright.chromium.launch(
