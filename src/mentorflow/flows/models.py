@@ -79,6 +79,9 @@ class LearnerSession(db.Model):
     __table_args__ = (
         sa.Index("ix_learner_sessions_org_flow", "org_id", "flow_id", "created_at"),
         sa.Index("ix_learner_sessions_status_activity", "status", "last_activity_at"),
+        # A unique index rather than a UniqueConstraint: adding a constraint on SQLite rebuilds
+        # the table, and dropping the old one cascades to every step event and outbox row.
+        sa.Index("ix_learner_sessions_org_legacy_id", "org_id", "legacy_id", unique=True),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
@@ -101,6 +104,10 @@ class LearnerSession(db.Model):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    # Set by `mentorflow legacy import`: the old app's session id, and the original row with
+    # the import's bookkeeping (see mentorflow.flows.legacy).
+    legacy_id: Mapped[str | None] = mapped_column(sa.String(200))
+    legacy_context: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
     org = relationship("Org")
     flow: Mapped[Flow] = relationship()

@@ -12,6 +12,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from mentorflow.flows import services as flow_services
 from mentorflow.flows.document import DocumentError, dump_document, load_document
+from mentorflow.flows.legacy_cli import legacy
 from mentorflow.platform.app import create_app
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
@@ -418,6 +419,8 @@ def demo(base_url: str) -> None:
 
     print_walkthrough(seed_demo(), base_url)
 
+
+main.add_command(legacy)
 
 if __name__ == "__main__":
     main()

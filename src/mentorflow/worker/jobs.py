@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from mentorflow.flows.legacy import LEGACY_IMPORT, run_import_job
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
@@ -212,6 +213,7 @@ def export_sessions(job: Job, report: Progress) -> dict[str, Any]:
 
 HANDLERS: dict[str, Callable[[Job, Progress], dict[str, Any]]] = {
     EXPORT_SESSIONS: export_sessions,
+    LEGACY_IMPORT: run_import_job,
 }
 
 
