@@ -15,6 +15,7 @@ from flask import current_app
 from mentorflow.flows import services as flow_services
 from mentorflow.flows.document import load_document
 from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.auth import hash_secret
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
@@ -51,7 +52,8 @@ def seed_demo() -> Demo:
     tenant_services.create_staff(DEMO_EMAIL, password, org, Role.OWNER)
     definition = load_document(DEMO_FLOW.read_bytes())
     flow, _ = flow_services.save_draft(org, definition)
-    flow_services.publish_version(flow, notes="demo", by=DEMO_EMAIL)
+    version, _ = flow_services.publish_version(flow, notes="demo", by=DEMO_EMAIL)
+    _seed_sessions(org, flow, version)
     db.session.commit()
     saved = {"staff_password": password, **{kind.value: secret for kind, secret in keys.items()}}
     secrets_file.write_text(json.dumps(saved, indent=2))
@@ -64,6 +66,37 @@ def seed_demo() -> Demo:
         publishable_key=keys[KeyKind.PUBLISHABLE],
         secret_key=keys[KeyKind.SECRET],
     )
+
+
+#: Demo learners: (name, answer overrides, how many steps they have answered; None = all).
+DEMO_LEARNERS = [
+    ("Ada", {}, None),
+    ("Bea", {"booking-status": "booked-3-months"}, None),
+    ("Cy", {"booking-status": "open-books"}, 7),
+    ("Dee", {}, 3),
+    ("Eli", {}, 0),
+]
+
+
+def _seed_sessions(org: Org, flow: Any, version: Any) -> None:
+    """Walk a few demo learners to different depths, once, so the console has something."""
+    if db.session.scalar(sa.select(sa.func.count()).select_from(LearnerSession)
+                         .where(LearnerSession.flow_id == flow.id)):
+        return
+    for name, overrides, depth in DEMO_LEARNERS:
+        started, _ = flow_services.start_session(
+            org, flow, version, name=name, email=f"{name.lower()}@demo.example")
+        session = flow_services.session_record(started)
+        engine = session.flow_version.engine
+        answered = 0
+        while session.current_step_id and (depth is None or answered < depth):
+            step = engine.step(session.current_step_id)
+            answer = overrides.get(step.get("key"), example_answer(step))
+            if step["type"] == "contact":
+                answer = {field: {"name": name, "email": f"{name.lower()}@demo.example",
+                                  "phone": "+1 555 010 0199"}[field] for field in step["fields"]}
+            flow_services.commit_step(org, session, session.current_step_id, answer)
+            answered += 1
 
 
 def _live_key(org: Org, kind: KeyKind, saved: str | None) -> str:
