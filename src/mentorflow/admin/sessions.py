@@ -35,7 +35,7 @@ from mentorflow.flows.models import (
 from mentorflow.flows.services import compiled_flow
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
-from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
+from mentorflow.platform.outbox import OutboxEvent
 from mentorflow.tenants.models import Role
 from mentorflow.worker import delivery, jobs, tasks
 from mentorflow.worker.models import Job, JobStatus
@@ -78,7 +78,9 @@ def render_answer(step: dict[str, Any], value: Any) -> str:
     if kind == "boolean" or isinstance(value, bool):
         return "Yes" if value else "No"
     if kind == "contact" and isinstance(value, dict):
-        return " · ".join(str(value[name]) for name in ("name", "email", "phone") if value.get(name))
+        return " · ".join(
+            str(value[name]) for name in ("name", "email", "phone") if value.get(name)
+        )
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
@@ -149,6 +151,12 @@ def _flow_versions(flow: Flow | None) -> list[FlowVersion]:
     )
 
 
+def _page(total: int) -> tuple[int, int]:
+    """Return the requested page number, kept within the pages ``total`` rows fill, and those."""
+    pages = max(1, -(-total // PAGE_SIZE))
+    return min(pages, max(1, request.args.get("page", 1, type=int))), pages
+
+
 class LearnerView(ConsoleView):
     """A console page about learners: templates get the duration formatter."""
 
@@ -179,8 +187,9 @@ class SessionFilters:
             try:
                 status = SessionStatus(request.args["status"])
             except ValueError:
-                flash(f"Unknown status “{request.args['status']}”; showing every status.",
-                      "warning")
+                flash(
+                    f"Unknown status “{request.args['status']}”; showing every status.", "warning"
+                )
         since, until = _read_days(None)
         email = (request.args.get("email") or "").strip()
         return cls(flow, version, status, since, until, email)
@@ -246,8 +255,9 @@ def build_timeline(
         answer = None
         if event.kind == EventKind.ANSWERED and step and step["type"] not in ("info", "video"):
             answer = render_answer(step, event.answer)
-        entries.append(TimelineEntry(event, step, answer,
-                                     (event.created_at - previous).total_seconds()))
+        entries.append(
+            TimelineEntry(event, step, answer, (event.created_at - previous).total_seconds())
+        )
         previous = event.created_at
     return entries
 
@@ -286,13 +296,20 @@ def answers_by_step(
         key = step.get("key") if step["type"] not in ("info", "video") else None
         if key and key in answers:
             value = answers.pop(key)
-            rows.append(AnswerRow(step, "answered" if value is not None else "skipped",
-                                  render_answer(step, value), spent.get(step_id)))
+            rows.append(
+                AnswerRow(
+                    step,
+                    "answered" if value is not None else "skipped",
+                    render_answer(step, value),
+                    spent.get(step_id),
+                )
+            )
         elif step_id == session.current_step_id:
             rows.append(AnswerRow(step, "current", "", spent.get(step_id)))
         elif step_id in path:
-            rows.append(AnswerRow(step, "viewed" if not key else "skipped", "—",
-                                  spent.get(step_id)))
+            rows.append(
+                AnswerRow(step, "viewed" if not key else "skipped", "—", spent.get(step_id))
+            )
     return rows, answers
 
 
@@ -308,21 +325,31 @@ class SessionsView(LearnerView):
     def index(self) -> Any:
         org = seat().org
         filters = SessionFilters.from_request()
-        page = max(1, request.args.get("page", 1, type=int))
         base = filters.apply(sa.select(LearnerSession).where(LearnerSession.org_id == org.id))
         total = db.session.scalar(sa.select(sa.func.count()).select_from(base.subquery())) or 0
+        page, pages = _page(total)
         sessions = db.session.scalars(
-            base.options(selectinload(LearnerSession.flow),
-                         selectinload(LearnerSession.flow_version))
+            base.options(
+                selectinload(LearnerSession.flow), selectinload(LearnerSession.flow_version)
+            )
             .order_by(LearnerSession.created_at.desc(), LearnerSession.id.desc())
-            .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE)
         ).all()
-        rows = [(session, session_progress(compiled_flow(session.flow_version), session))
-                for session in sessions]
+        rows = [
+            (session, session_progress(compiled_flow(session.flow_version), session))
+            for session in sessions
+        ]
         return self.render(
-            "console/sessions/index.html", rows=rows, filters=filters, total=total, page=page,
-            pages=max(1, -(-total // PAGE_SIZE)), page_size=PAGE_SIZE,
-            flows=_org_flows(org.id), versions=_flow_versions(filters.flow),
+            "console/sessions/index.html",
+            rows=rows,
+            filters=filters,
+            total=total,
+            page=page,
+            pages=pages,
+            page_size=PAGE_SIZE,
+            flows=_org_flows(org.id),
+            versions=_flow_versions(filters.flow),
             statuses=list(SessionStatus),
         )
 
@@ -331,9 +358,13 @@ class SessionsView(LearnerView):
     def details(self, session_id: str) -> Any:
         session = for_org(LearnerSession, session_id)
         engine = compiled_flow(session.flow_version)
-        events = list(db.session.scalars(
-            sa.select(StepEvent).where(StepEvent.session_id == session.id)
-            .order_by(StepEvent.seq)).all())
+        events = list(
+            db.session.scalars(
+                sa.select(StepEvent)
+                .where(StepEvent.session_id == session.id)
+                .order_by(StepEvent.seq)
+            ).all()
+        )
         timeline = build_timeline(session, events, engine)
         spent = seconds_per_step(timeline)
         answers, other_answers = answers_by_step(session, engine, spent)
@@ -341,11 +372,17 @@ class SessionsView(LearnerView):
             sa.select(OutboxEvent)
             .where(OutboxEvent.org_id == session.org_id, OutboxEvent.session_id == session.id)
             .options(selectinload(OutboxEvent.deliveries))
-            .order_by(OutboxEvent.created_at, OutboxEvent.id)).all()
+            .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        ).all()
         return self.render(
-            "console/sessions/details.html", session=session, engine=engine,
-            progress=session_progress(engine, session), answers=answers,
-            other_answers=other_answers, timeline=timeline, outbox=outbox,
+            "console/sessions/details.html",
+            session=session,
+            engine=engine,
+            progress=session_progress(engine, session),
+            answers=answers,
+            other_answers=other_answers,
+            timeline=timeline,
+            outbox=outbox,
             total_seconds=sum(spent.values()),
         )
 
@@ -365,13 +402,17 @@ class SessionsView(LearnerView):
         if not count:
             flash("Nothing to retry: every delivery of that event has been delivered.", "info")
             return redirect(target)
+        deliveries = f"{count} deliver{'y' if count == 1 else 'ies'}"
         try:
             tasks.deliver_due_deliveries.apply_async(retry=False)
         except Exception as exc:  # the broker is down: the periodic sweep delivers anyway
-            flash(f"Queued {count} deliveries again, but the workers could not be woken ({exc}); "
-                  "the periodic sweep will send them within a minute.", "warning")
+            flash(
+                f"Queued {deliveries} again, but the workers could not be woken ({exc}); "
+                "the periodic sweep will send them within a minute.",
+                "warning",
+            )
         else:
-            flash(f"Queued {count} deliveries again; the workers are on it.", "success")
+            flash(f"Queued {deliveries} again; the workers are on it.", "success")
         return redirect(target)
 
 
@@ -443,12 +484,19 @@ def funnel_steps(flow: Flow, version: FlowVersion | None) -> list[tuple[dict[str
             else:
                 seen[step_id] = (engine.step(step_id), [each.number])
     every = {each.number for each in versions}
-    return [(step, [] if set(numbers) == every or version is not None else sorted(numbers))
-            for step, numbers in seen.values()]
+    return [
+        (step, [] if set(numbers) == every or version is not None else sorted(numbers))
+        for step, numbers in seen.values()
+    ]
 
 
-def cohort_conditions(org_id: int, flow: Flow, version: FlowVersion | None,
-                      start: datetime | None, end: datetime | None) -> list[Any]:
+def cohort_conditions(
+    org_id: int,
+    flow: Flow,
+    version: FlowVersion | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> list[Any]:
     """Return the WHERE clauses of the sessions a funnel counts."""
     conditions = [LearnerSession.org_id == org_id, LearnerSession.flow_id == flow.id]
     if version is not None:
@@ -484,16 +532,23 @@ def median_step_seconds(
             close_session()
             current, previous = session_id, started_at
         if from_step_id:
-            spent[from_step_id] = spent.get(from_step_id, 0.0) + (
-                created_at - previous).total_seconds()
+            spent[from_step_id] = (
+                spent.get(from_step_id, 0.0) + (created_at - previous).total_seconds()
+            )
         previous = created_at
     close_session()
-    return {step_id: (statistics.median(values), len(values))
-            for step_id, values in per_step.items()}
+    return {
+        step_id: (statistics.median(values), len(values)) for step_id, values in per_step.items()
+    }
 
 
-def flow_funnel(org_id: int, flow: Flow, version: FlowVersion | None,
-                start: datetime | None, end: datetime | None) -> FlowFunnel:
+def flow_funnel(
+    org_id: int,
+    flow: Flow,
+    version: FlowVersion | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> FlowFunnel:
     """Count, per step, the cohort's sessions that reached and completed it, and time on it.
 
     Reached: the session's history has an event made from, to or at the step, or the step
@@ -501,56 +556,99 @@ def flow_funnel(org_id: int, flow: Flow, version: FlowVersion | None,
     """
     where = cohort_conditions(org_id, flow, version, start, end)
     cohort = sa.select(LearnerSession.id).where(*where)
-    statuses = {str(status): count for status, count in db.session.execute(
-        sa.select(LearnerSession.status, sa.func.count()).where(*where)
-        .group_by(LearnerSession.status)).all()}
+    statuses = {
+        str(status): count
+        for status, count in db.session.execute(
+            sa.select(LearnerSession.status, sa.func.count())
+            .where(*where)
+            .group_by(LearnerSession.status)
+        ).all()
+    }
     started = sum(statuses.values())
     in_cohort = [StepEvent.org_id == org_id, StepEvent.session_id.in_(cohort)]
     touched = sa.union(
-        sa.select(StepEvent.session_id.label("session_id"), StepEvent.step_id.label("step_id"))
-        .where(*in_cohort),
-        sa.select(StepEvent.session_id, StepEvent.from_step_id)
-        .where(*in_cohort, StepEvent.from_step_id.is_not(None)),
-        sa.select(StepEvent.session_id, StepEvent.to_step_id)
-        .where(*in_cohort, StepEvent.to_step_id.is_not(None)),
-        sa.select(LearnerSession.id, LearnerSession.current_step_id)
-        .where(*where, LearnerSession.current_step_id.is_not(None)),
+        sa.select(
+            StepEvent.session_id.label("session_id"), StepEvent.step_id.label("step_id")
+        ).where(*in_cohort),
+        sa.select(StepEvent.session_id, StepEvent.from_step_id).where(
+            *in_cohort, StepEvent.from_step_id.is_not(None)
+        ),
+        sa.select(StepEvent.session_id, StepEvent.to_step_id).where(
+            *in_cohort, StepEvent.to_step_id.is_not(None)
+        ),
+        sa.select(LearnerSession.id, LearnerSession.current_step_id).where(
+            *where, LearnerSession.current_step_id.is_not(None)
+        ),
     ).subquery()
-    reached = dict(db.session.execute(
-        sa.select(touched.c.step_id, sa.func.count()).group_by(touched.c.step_id)).all())
-    completed = dict(db.session.execute(
-        sa.select(StepEvent.step_id, sa.func.count(sa.distinct(StepEvent.session_id)))
-        .where(*in_cohort, StepEvent.kind == EventKind.ANSWERED)
-        .group_by(StepEvent.step_id)).all())
-    here_now = dict(db.session.execute(
-        sa.select(LearnerSession.current_step_id, sa.func.count())
-        .where(*where, LearnerSession.status == SessionStatus.ACTIVE)
-        .group_by(LearnerSession.current_step_id)).all())
+    reached = dict(
+        db.session.execute(
+            sa.select(touched.c.step_id, sa.func.count()).group_by(touched.c.step_id)
+        ).all()
+    )
+    completed = dict(
+        db.session.execute(
+            sa.select(StepEvent.step_id, sa.func.count(sa.distinct(StepEvent.session_id)))
+            .where(*in_cohort, StepEvent.kind == EventKind.ANSWERED)
+            .group_by(StepEvent.step_id)
+        ).all()
+    )
+    here_now = dict(
+        db.session.execute(
+            sa.select(LearnerSession.current_step_id, sa.func.count())
+            .where(*where, LearnerSession.status == SessionStatus.ACTIVE)
+            .group_by(LearnerSession.current_step_id)
+        ).all()
+    )
     timing_rows = db.session.execute(
-        sa.select(StepEvent.session_id, LearnerSession.created_at, StepEvent.from_step_id,
-                  StepEvent.created_at)
+        sa.select(
+            StepEvent.session_id,
+            LearnerSession.created_at,
+            StepEvent.from_step_id,
+            StepEvent.created_at,
+        )
         .join(LearnerSession, LearnerSession.id == StepEvent.session_id)
         .where(*where, StepEvent.org_id == org_id)
         .order_by(StepEvent.session_id, StepEvent.seq)
-        .limit(TIMING_EVENT_LIMIT + 1)).all()
+        .limit(TIMING_EVENT_LIMIT + 1)
+    ).all()
     truncated = len(timing_rows) > TIMING_EVENT_LIMIT
     medians = median_step_seconds(tuple(row) for row in timing_rows[:TIMING_EVENT_LIMIT])
-    imported = db.session.scalar(
-        sa.select(sa.func.count()).select_from(LearnerSession)
-        .where(*where, LearnerSession.legacy_id.is_not(None),
-               ~sa.exists().where(StepEvent.session_id == LearnerSession.id))) or 0
+    imported = (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(LearnerSession)
+            .where(
+                *where,
+                LearnerSession.legacy_id.is_not(None),
+                ~sa.exists().where(StepEvent.session_id == LearnerSession.id),
+            )
+        )
+        or 0
+    )
     steps = []
     for step, only_in in funnel_steps(flow, version):
         median, timed = medians.get(step["id"], (None, 0))
-        steps.append(StepFunnel(
-            step_id=step["id"], prompt=step.get("prompt") or step["id"],
-            phase_title=step["phase_title"], type=step["type"],
-            reached=reached.get(step["id"], 0), completed=completed.get(step["id"], 0),
-            here_now=here_now.get(step["id"], 0), median_seconds=median, timed_sessions=timed,
-            only_in=only_in,
-        ))
-    return FlowFunnel(started=started, statuses=statuses, steps=steps,
-                      timing_truncated=truncated, imported=imported)
+        steps.append(
+            StepFunnel(
+                step_id=step["id"],
+                prompt=step.get("prompt") or step["id"],
+                phase_title=step["phase_title"],
+                type=step["type"],
+                reached=reached.get(step["id"], 0),
+                completed=completed.get(step["id"], 0),
+                here_now=here_now.get(step["id"], 0),
+                median_seconds=median,
+                timed_sessions=timed,
+                only_in=only_in,
+            )
+        )
+    return FlowFunnel(
+        started=started,
+        statuses=statuses,
+        steps=steps,
+        timing_truncated=truncated,
+        imported=imported,
+    )
 
 
 class AnalyticsView(LearnerView):
@@ -567,9 +665,19 @@ class AnalyticsView(LearnerView):
         funnel = None
         if flow is not None:
             funnel = flow_funnel(org.id, flow, version, *day_range(since, until))
+        today = utcnow().date()
+        quick_ranges = [(days, today - timedelta(days=days - 1), today) for days in (7, 30, 90)]
         return self.render(
-            "console/analytics/index.html", flows=flows, flow=flow, version=version,
-            versions=_flow_versions(flow), since=since, until=until, funnel=funnel,
+            "console/analytics/index.html",
+            flows=flows,
+            flow=flow,
+            version=version,
+            versions=_flow_versions(flow),
+            since=since,
+            until=until,
+            funnel=funnel,
+            quick_ranges=quick_ranges,
+            timing_limit=TIMING_EVENT_LIMIT,
         )
 
 
@@ -579,33 +687,51 @@ class JobsView(LearnerView):
     @expose("/")
     def index(self) -> Any:
         org = seat().org
-        page = max(1, request.args.get("page", 1, type=int))
         base = sa.select(Job).where(Job.org_id == org.id)
         total = db.session.scalar(sa.select(sa.func.count()).select_from(base.subquery())) or 0
+        page, pages = _page(total)
         rows = db.session.scalars(
             base.order_by(Job.created_at.desc(), Job.id.desc())
-            .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)).all()
-        counts = dict(db.session.execute(
-            sa.select(LearnerSession.flow_id, sa.func.count())
-            .where(LearnerSession.org_id == org.id).group_by(LearnerSession.flow_id)).all())
-        return self.render("console/jobs/index.html", jobs=rows, total=total, page=page,
-                           pages=max(1, -(-total // PAGE_SIZE)), flows=_org_flows(org.id),
-                           counts=counts)
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE)
+        ).all()
+        counts = dict(
+            db.session.execute(
+                sa.select(LearnerSession.flow_id, sa.func.count())
+                .where(LearnerSession.org_id == org.id)
+                .group_by(LearnerSession.flow_id)
+            ).all()
+        )
+        return self.render(
+            "console/jobs/index.html",
+            jobs=rows,
+            total=total,
+            page=page,
+            pages=pages,
+            flows=_org_flows(org.id),
+            counts=counts,
+        )
 
     @expose("/export", methods=["POST"])
     @requires(Role.MENTOR)
     def export(self) -> Any:
         current = seat()
-        flow = for_org(Flow, request.form.get("flow_id", type=int))
+        flow_id = request.form.get("flow_id", type=int)
+        if flow_id is None:
+            abort(404)
+        flow = for_org(Flow, flow_id)
         begin_write(db.session)
         job = jobs.create_export(current.org, flow.slug, by=current.user.email)
         db.session.commit()
         try:
             tasks.enqueue_job(job.id)
         except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
-            flash(f"Export of “{flow.title}” saved as job {job.id}, but the workers could not "
-                  f"be reached ({exc}); it stays pending and the periodic sweep starts it "
-                  "within a minute or two.", "warning")
+            flash(
+                f"Export of “{flow.title}” saved as job {job.id}, but the workers could not "
+                f"be reached ({exc}); it stays pending and the periodic sweep starts it "
+                "within a minute or two.",
+                "warning",
+            )
         else:
             flash(f"Exporting “{flow.title}”: this page follows the job.", "success")
         return redirect(self.get_url(".details", job_id=job.id))
@@ -614,9 +740,13 @@ class JobsView(LearnerView):
     def details(self, job_id: int) -> Any:
         job = for_org(Job, job_id)
         running = job.status in (JobStatus.PENDING, JobStatus.RUNNING)
-        return self.render("console/jobs/details.html", job=job, running=running,
-                           refresh=JOB_REFRESH_SECONDS if running else None,
-                           downloadable=_downloadable(job))
+        return self.render(
+            "console/jobs/details.html",
+            job=job,
+            running=running,
+            refresh=JOB_REFRESH_SECONDS if running else None,
+            downloadable=_downloadable(job),
+        )
 
     @expose("/<int:job_id>/download")
     @requires(Role.MENTOR)
@@ -625,14 +755,20 @@ class JobsView(LearnerView):
         if not _downloadable(job):
             abort(409, description=f"Job {job.id} is {job.status}; it has no file to download.")
         org = seat().org
-        return send_file(jobs.export_path(job), mimetype="text/csv", as_attachment=True,
-                         download_name=f"{org.slug}-{job.params.get('flow', 'export')}-"
-                                       f"{job.id}.csv")
+        return send_file(
+            jobs.export_path(job),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=f"{org.slug}-{job.params.get('flow', 'export')}-{job.id}.csv",
+        )
 
 
 def _downloadable(job: Job) -> bool:
-    return (job.kind == jobs.EXPORT_SESSIONS and job.status == JobStatus.COMPLETED
-            and jobs.export_path(job).is_file())
+    return (
+        job.kind == jobs.EXPORT_SESSIONS
+        and job.status == JobStatus.COMPLETED
+        and jobs.export_path(job).is_file()
+    )
 
 
 def views() -> list[Any]:
