@@ -162,6 +162,10 @@ def _decode_body(raw: bytes, headers: dict[str, str]) -> Any:
 
 
 def _normal_answer(method: str, path: str, body: Any) -> tuple[int, Any]:
+    if method == "POST" and not isinstance(body, dict):
+        # A truncated or unreadable body (a client killed mid-request): the real services
+        # answer 400 and store nothing.
+        return 400, {"error": "Bad request", "details": "the body is not a JSON object"}
     if path == POSTHOG_BATCH_PATH:
         return 200, {"status": 1}
     if method == "POST" and _document_namespace(path) is not None:
