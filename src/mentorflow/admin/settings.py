@@ -1,12 +1,494 @@
-"""Console pages for an org's settings: members, API keys, CORS, integrations, abandonment."""
+"""Console pages for an org's settings: members, invitations, API keys, CORS, integrations, TTL.
+
+Everyone with a seat sees a summary without secrets; admins change things, and only owners
+make or unmake owners. Invitations live in ``Org.settings["invitations"]`` as
+``{sha256(token): {email, role, invited_by, expires_at}}``: the raw token is only ever in the
+one-time link, which is shown to the inviter once and written to the log (no mail is sent).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask_admin import expose
+import sqlalchemy as sa
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    session,
+    url_for,
+)
+from flask_admin import BaseView, expose
+from flask_login import current_user, login_user
+from flask_wtf import FlaskForm
+from werkzeug.security import check_password_hash
+from wtforms import (
+    BooleanField,
+    EmailField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, ValidationError
 
-from mentorflow.admin.access import ConsoleView
+from mentorflow.admin.access import ROLE_RANK, ConsoleView, Seat, for_org, requires, seat
+from mentorflow.admin.auth import StaffLogin
+from mentorflow.platform.db import begin_write, utcnow
+from mentorflow.platform.extensions import db, limiter
+from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
+from mentorflow.worker.sinks import (
+    DEFAULT_POSTHOG_HOST,
+    DEFAULT_SUPERMEMORY_BASE_URL,
+    DeliveryFailed,
+    JsonLinesSink,
+    MemorySink,
+    OutboundEvent,
+    build_sink,
+)
+
+log = logging.getLogger(__name__)
+
+INVITATION_TTL = timedelta(days=7)
+#: Expired invitations stay listed (and their links answer "expired") this long, then go.
+EXPIRED_INVITATION_KEPT = timedelta(days=30)
+MAX_ORIGINS = 50
+ROLES = sorted(Role, key=ROLE_RANK.__getitem__)
+ROLE_CHOICES = [SelectChoice(role.value) for role in ROLES]
+DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
+
+
+@dataclass(frozen=True)
+class Integration:
+    """What the console knows about one sink: its label, URL field and platform settings."""
+
+    sink: str
+    label: str
+    url_field: str
+    key_setting: str
+    url_setting: str
+    default_url: str
+
+
+INTEGRATIONS = {
+    "posthog": Integration(
+        "posthog", "PostHog", "host", "POSTHOG_API_KEY", "POSTHOG_HOST", DEFAULT_POSTHOG_HOST
+    ),
+    "memory": Integration(
+        "memory",
+        "Supermemory",
+        "base_url",
+        "SUPERMEMORY_API_KEY",
+        "SUPERMEMORY_BASE_URL",
+        DEFAULT_SUPERMEMORY_BASE_URL,
+    ),
+}
+
+
+class SettingsError(ValueError):
+    """A settings change was refused by a rule of the org; the message says why, for people."""
+
+
+class NotAllowed(Exception):
+    """The seat's role does not allow this change."""
+
+
+# Forms. Templates put the CSRF token in by hand (``csrf_token()``), so that several forms on
+# one page don't repeat the same element id; FlaskForm checks it on submit.
+
+
+class InvitationForm(FlaskForm):
+    email = EmailField(
+        "Email",
+        filters=[lambda value: value.strip().lower() if value else value],
+        validators=[DataRequired(), Email(), Length(max=320)],
+    )
+    role = SelectField("Role", choices=ROLE_CHOICES, default=Role.MENTOR.value)
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=ROLE_CHOICES)
+
+
+class ApiKeyForm(FlaskForm):
+    kind = SelectField(
+        "Kind",
+        choices=[
+            SelectChoice(KeyKind.PUBLISHABLE.value, "Publishable (pk_…)"),
+            SelectChoice(KeyKind.SECRET.value, "Secret (sk_…)"),
+        ],
+    )
+
+
+class OriginsForm(FlaskForm):
+    allowed_origins = TextAreaField("Allowed origins")
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        if not super().validate(extra_validators):
+            return False
+        self.origins, problems = parse_origins(self.allowed_origins.data or "")
+        if problems:
+            self.allowed_origins.errors = problems
+            return False
+        return True
+
+
+class AbandonmentForm(FlaskForm):
+    abandon_after = StringField(
+        "Abandon after", validators=[DataRequired(message="Give a duration such as 7d.")]
+    )
+
+    def validate_abandon_after(self, field: StringField) -> None:
+        try:
+            self.seconds = tenant_services.parse_duration(field.data)
+        except tenant_services.TenantError as exc:
+            raise ValidationError(f"The {exc}.") from exc
+        if self.seconds < 60:
+            raise ValidationError("Use at least a minute (1m).")
+
+
+class IntegrationForm(FlaskForm):
+    api_key = PasswordField("API key", validators=[Optional(), Length(max=500)])
+    url = StringField("URL", validators=[Optional(), Length(max=500)])
+    send_answers = BooleanField("Send answers to PostHog")
+
+    def validate_url(self, field: StringField) -> None:
+        parts = urlsplit(field.data.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError("Give an http(s) URL such as https://eu.i.posthog.com.")
+
+
+class NewStaffForm(FlaskForm):
+    password = PasswordField(
+        "Choose a password",
+        validators=[DataRequired(), Length(min=8, max=200, message="Use at least 8 characters.")],
+    )
+    confirm = PasswordField(
+        "Repeat the password",
+        validators=[DataRequired(), EqualTo("password", message="The two passwords differ.")],
+    )
+
+
+class ExistingStaffForm(FlaskForm):
+    password = PasswordField("Your password", validators=[DataRequired()])
+
+
+class JoinForm(FlaskForm):
+    """Only the CSRF token: the signed-in invitee confirms."""
+
+
+# Rules and operations. Like the tenant services they flush; the view commits.
+
+
+def parse_origins(text: str) -> tuple[list[str], list[str]]:
+    """Return the normalized origins of a one-per-line text, and a message per bad line."""
+    origins: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if "*" in line:
+            problems.append(
+                f"Line {number}: “{line}”: wildcards are not allowed; list each origin."
+            )
+            continue
+        parts = urlsplit(line)
+        if parts.scheme in ("http", "https") and parts.netloc and parts.path.strip("/"):
+            problems.append(
+                f"Line {number}: “{line}”: an origin has no path; "
+                f"use {parts.scheme}://{parts.netloc}."
+            )
+            continue
+        try:
+            origin = tenant_services.normalize_origin(line)
+        except tenant_services.TenantError:
+            problems.append(
+                f"Line {number}: “{line}” is not an origin; write it as "
+                "https://example.com or http://localhost:3000."
+            )
+            continue
+        if origin not in origins:
+            origins.append(origin)
+    if len(origins) > MAX_ORIGINS:
+        problems.append(f"List at most {MAX_ORIGINS} origins ({len(origins)} given).")
+    return origins, problems
+
+
+def format_duration(seconds: int) -> str:
+    """Return ``7d``, ``12h`` or ``90m`` for a number of seconds: the largest exact unit."""
+    for unit, size in DURATION_UNITS:
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def assignable_roles(actor: Seat) -> list[Role]:
+    """Return the roles ``actor`` may give: owners any, admins any but owner."""
+    return [role for role in ROLES if role is not Role.OWNER or actor.can(Role.OWNER)]
+
+
+def _owner_count(org_id: int) -> int:
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Membership)
+            .where(Membership.org_id == org_id, Membership.role == Role.OWNER)
+        )
+        or 0
+    )
+
+
+def _check_owner_rule(actor: Seat, member: Membership, new_role: Role | None) -> None:
+    if Role.OWNER in (member.role, new_role) and not actor.can(Role.OWNER):
+        raise NotAllowed("Only an owner can make someone an owner or change an owner's role.")
+    if (
+        member.role is Role.OWNER
+        and new_role is not Role.OWNER
+        and _owner_count(member.org_id) <= 1
+    ):
+        raise SettingsError(
+            f"{member.user.email} is the last owner of this organization; "
+            "make someone else an owner first."
+        )
+
+
+def set_member_role(actor: Seat, member: Membership, role: Role) -> Membership:
+    """Give ``member`` ``role``, keeping at least one owner."""
+    _check_owner_rule(actor, member, role)
+    member.role = role
+    db.session.flush()
+    return member
+
+
+def remove_membership(actor: Seat, member: Membership) -> None:
+    """Take ``member`` out of their org, keeping at least one owner."""
+    _check_owner_rule(actor, member, None)
+    db.session.delete(member)
+    db.session.flush()
+
+
+def token_hash(token: str) -> str:
+    """Return the SHA-256 hex digest stored for an invitation token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def pending_invitations(org: Org) -> dict[str, dict[str, Any]]:
+    """Return the org's invitations by token hash (expired ones included)."""
+    return dict(org.settings.get("invitations") or {})
+
+
+def is_expired(invitation: Mapping[str, Any], now: datetime) -> bool:
+    """Return whether an invitation's link no longer works."""
+    return datetime.fromisoformat(invitation["expires_at"]) <= now
+
+
+def _store_invitations(org: Org, invitations: dict[str, dict[str, Any]]) -> None:
+    # A new dict, so that the JSON column sees the change.
+    org.settings = {**org.settings, "invitations": invitations}
+    db.session.flush()
+
+
+def invite_staff(org: Org, actor: Seat, email: str, role: Role) -> str:
+    """Invite ``email`` to ``org`` as ``role``; return the one-time token (only its hash is kept).
+
+    A newer invitation for the same email replaces the older one, whose link stops working.
+    """
+    email = email.strip().lower()
+    if role is Role.OWNER and not actor.can(Role.OWNER):
+        raise NotAllowed("Only an owner can invite an owner.")
+    member = db.session.scalars(
+        sa.select(Membership)
+        .join(StaffUser)
+        .where(Membership.org_id == org.id, StaffUser.email == email)
+    ).first()
+    if member is not None:
+        raise SettingsError(f"{email} is already a member of {org.name} ({member.role}).")
+    now = utcnow()
+    kept = {
+        digest: invitation
+        for digest, invitation in pending_invitations(org).items()
+        if invitation["email"] != email
+        and datetime.fromisoformat(invitation["expires_at"]) > now - EXPIRED_INVITATION_KEPT
+    }
+    # The org id leads the token, so the link finds its org without scanning every org.
+    token = f"{org.id}.{secrets.token_urlsafe(32)}"
+    kept[token_hash(token)] = {
+        "email": email,
+        "role": role.value,
+        "invited_by": actor.user.email,
+        "expires_at": (now + INVITATION_TTL).isoformat(),
+    }
+    _store_invitations(org, kept)
+    return token
+
+
+def withdraw_invitation(org: Org, digest: str) -> dict[str, Any]:
+    """Forget the invitation ``digest``; its link stops working. Raise KeyError if unknown."""
+    invitations = pending_invitations(org)
+    invitation = invitations.pop(digest)
+    _store_invitations(org, invitations)
+    return invitation
+
+
+def find_invitation(token: str, *, lock: bool = False) -> tuple[Org, str, dict[str, Any]] | None:
+    """Return (org, hash, invitation) for a link's token, or None if it is unknown or used."""
+    org_id, _, rest = token.partition(".")
+    if not org_id.isdigit() or not rest:
+        return None
+    query = sa.select(Org).where(Org.id == int(org_id))
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    org = db.session.scalars(query).first()
+    digest = token_hash(token)
+    invitation = None if org is None else pending_invitations(org).get(digest)
+    return None if invitation is None else (org, digest, invitation)
+
+
+def accept_invitation(org: Org, digest: str, user: StaffUser) -> Membership:
+    """Make ``user`` a member with the invitation's role and use the invitation up.
+
+    Someone who is a member already keeps their role.
+    """
+    invitations = pending_invitations(org)
+    invitation = invitations.pop(digest)
+    member = db.session.get(Membership, (org.id, user.id))
+    if member is None:
+        member = Membership(org_id=org.id, user_id=user.id, role=Role(invitation["role"]))
+        db.session.add(member)
+    _store_invitations(org, invitations)
+    return member
+
+
+def integration_status(
+    org_settings: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Return, per sink, where its credentials come from and where events go; never a key."""
+    rows = []
+    for integration in INTEGRATIONS.values():
+        own = (org_settings.get("integrations") or {}).get(integration.sink) or {}
+        platform_url = config.get(integration.url_setting) or integration.default_url
+        if own.get("api_key_encrypted"):
+            key, url = "set", own.get(integration.url_field) or platform_url
+        elif config.get(integration.key_setting):
+            key, url = "platform default", platform_url
+        else:
+            key, url = "none", None
+        rows.append(
+            {
+                "integration": integration,
+                "key": key,
+                "url": url,
+                "own_url": own.get(integration.url_field),
+                "send_answers": bool(own.get("send_answers", False)),
+            }
+        )
+    return rows
+
+
+def synthetic_event(org: Org, by: str) -> OutboundEvent:
+    """Return a synthetic ``step.completed`` event, as a learner's answer would make one."""
+    now = utcnow()
+    session_id = f"console-test-{uuid.uuid4().hex[:12]}"
+    payload = {
+        "org": org.slug,
+        "session_id": session_id,
+        "flow": "console-test",
+        "flow_version": 0,
+        "status": "active",
+        "distinct_id": session_id,
+        "memory_container": f"mentorflow-{org.slug}-console-test",
+        "occurred_at": now.isoformat(),
+        "seq": 1,
+        "step_id": "console-test-step",
+        "phase": "console-test",
+        "prompt": "Is the integration working?",
+        "step_type": "text",
+        "key": "console-test",
+        "answer": f"Yes: a test event sent by {by} from the console.",
+    }
+    return OutboundEvent(
+        id=uuid.uuid4(), org=org.slug, type="step.completed", payload=payload, created_at=now
+    )
+
+
+def send_test_event(org: Org, sink_name: str, by: str) -> str:
+    """Deliver one test event through ``sink_name`` now; return what happened, for people.
+
+    Raise DeliveryFailed with the sink's message when it was not accepted.
+    """
+    event = synthetic_event(org, by)
+    label = INTEGRATIONS[sink_name].label
+    sink = build_sink(sink_name, dict(org.settings), current_app.config)
+    # Nothing of the request's transaction is held while the sink talks to the network.
+    db.session.rollback()
+    try:
+        sink.deliver(event)
+    finally:
+        sink.close()
+    session_id = event.payload["session_id"]
+    if isinstance(sink, JsonLinesSink):
+        return (
+            f"No {label} API key (neither this organization's nor the platform's): the test "
+            f"event was written to {sink.path} instead (dry run)."
+        )
+    if isinstance(sink, MemorySink):
+        return (
+            f"Supermemory at {sink.base_url} stored a test document ({session_id}-1) in "
+            f"container {event.payload['memory_container']}."
+        )
+    return (
+        f"{label} at {getattr(sink, 'host', '')} accepted the test event {event.id} "
+        f"(step.completed, session {session_id})."
+    )
+
+
+# Views.
+
+
+def _lock_org() -> Org:
+    """Return the current org, locked for this transaction, so concurrent edits don't clash."""
+    org_id = seat().org.id
+    begin_write(db.session)
+    return db.session.scalars(
+        sa.select(Org)
+        .where(Org.id == org_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _member(user_id: int) -> Membership:
+    """Return the current org's membership of ``user_id``; 404 for anyone else's."""
+    member = db.session.get(Membership, (seat().org.id, user_id))
+    if member is None:
+        abort(404)
+    return member
+
+
+def _org_cache_note() -> str:
+    seconds = int(current_app.config.get("ORG_CACHE_SECONDS") or 0)
+    return f" API servers apply it within {seconds} seconds." if seconds else ""
+
+
+def _no_store(response: Any, status: int = 200) -> Response:
+    response = make_response(response, status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 class SettingsView(ConsoleView):
@@ -14,9 +496,504 @@ class SettingsView(ConsoleView):
 
     @expose("/")
     def index(self) -> Any:
-        return self.render("console/settings/index.html")
+        org = seat().org
+        roles = dict(
+            db.session.execute(
+                sa.select(Membership.role, sa.func.count())
+                .where(Membership.org_id == org.id)
+                .group_by(Membership.role)
+            ).all()
+        )
+        keys = dict(
+            db.session.execute(
+                sa.select(ApiKey.kind, sa.func.count())
+                .where(ApiKey.org_id == org.id, ApiKey.revoked_at.is_(None))
+                .group_by(ApiKey.kind)
+            ).all()
+        )
+        return self.render(
+            "console/settings/index.html",
+            tab="overview",
+            roles={str(role): count for role, count in roles.items()},
+            keys={str(kind): count for kind, count in keys.items()},
+            **self._general_context(org),
+        )
+
+    def _general_context(self, org: Org) -> dict[str, Any]:
+        default_ttl = int(current_app.config["ABANDON_AFTER"])
+        return {
+            "origins": org.allowed_origins,
+            "ttl": format_duration(org.abandon_after(default_ttl)),
+            "ttl_is_default": "abandon_after" not in org.settings,
+            "default_ttl": format_duration(default_ttl),
+            "integrations": integration_status(org.settings, current_app.config),
+        }
+
+    # Members and invitations.
+
+    def _members_page(
+        self, invitation_form: InvitationForm | None = None, status: int = 200
+    ) -> Any:
+        org = seat().org
+        members = db.session.execute(
+            sa.select(Membership, StaffUser)
+            .join(StaffUser, StaffUser.id == Membership.user_id)
+            .where(Membership.org_id == org.id)
+            .order_by(StaffUser.email)
+        ).all()
+        now = utcnow()
+        invitations = sorted(
+            (
+                {
+                    "hash": digest,
+                    **invitation,
+                    "expired": is_expired(invitation, now),
+                    "expires": datetime.fromisoformat(invitation["expires_at"]),
+                }
+                for digest, invitation in pending_invitations(org).items()
+            ),
+            key=lambda invitation: invitation["email"],
+        )
+        page = self.render(
+            "console/settings/members.html",
+            tab="members",
+            members=members,
+            owners=sum(1 for member, _ in members if member.role is Role.OWNER),
+            invitations=invitations,
+            form=invitation_form or InvitationForm(formdata=None),
+            roles=assignable_roles(seat()),
+        )
+        return page, status
+
+    @expose("/members")
+    @requires(Role.ADMIN)
+    def members(self) -> Any:
+        return self._members_page()
+
+    @expose("/members/invite", methods=["POST"])
+    @requires(Role.ADMIN)
+    def invite(self) -> Any:
+        form = InvitationForm()
+        if not form.validate_on_submit():
+            return self._members_page(form, 422)
+        org = _lock_org()
+        actor = seat()
+        try:
+            token = invite_staff(org, actor, form.email.data, Role(form.role.data))
+        except NotAllowed as exc:
+            abort(403, description=str(exc))
+        except SettingsError as exc:
+            db.session.rollback()
+            form.email.errors = [str(exc)]
+            return self._members_page(form, 422)
+        invitation = pending_invitations(org)[token_hash(token)]
+        db.session.commit()
+        link = url_for("invite.accept", token=token, _external=True)
+        log.info(
+            "invitation to org %s for %s as %s by %s (no email is sent; the inviter "
+            "shares this link): %s",
+            org.slug,
+            invitation["email"],
+            invitation["role"],
+            actor.user.email,
+            link,
+        )
+        page = self.render(
+            "console/settings/invitation_created.html",
+            tab="members",
+            invitation=invitation,
+            link=link,
+            expires=datetime.fromisoformat(invitation["expires_at"]),
+        )
+        return _no_store(page, 201)
+
+    @expose("/invitations/<digest>/cancel", methods=["POST"])
+    @requires(Role.ADMIN)
+    def cancel_invitation(self, digest: str) -> Any:
+        org = _lock_org()
+        try:
+            invitation = withdraw_invitation(org, digest)
+        except KeyError:
+            abort(404)
+        db.session.commit()
+        flash(
+            f"Cancelled the invitation of {invitation['email']}; its link no longer works.", "info"
+        )
+        return redirect(self.get_url(".members"))
+
+    @expose("/members/<int:user_id>/role", methods=["POST"])
+    @requires(Role.ADMIN)
+    def change_role(self, user_id: int) -> Any:
+        form = RoleForm()
+        if not form.validate_on_submit():
+            flash(f"Pick one of the roles {', '.join(ROLE_RANK)}.", "danger")
+            return redirect(self.get_url(".members"))
+        _lock_org()
+        member = _member(user_id)
+        try:
+            set_member_role(seat(), member, Role(form.role.data))
+        except NotAllowed as exc:
+            abort(403, description=str(exc))
+        except SettingsError as exc:
+            db.session.rollback()
+            flash(str(exc), "danger")
+            return redirect(self.get_url(".members"))
+        email = member.user.email
+        db.session.commit()
+        flash(f"{email} is now {form.role.data}.", "success")
+        if not seat().can(Role.ADMIN):  # admins who stepped down can't see members any more
+            return redirect(self.get_url(".index"))
+        return redirect(self.get_url(".members"))
+
+    @expose("/members/<int:user_id>/remove", methods=["POST"])
+    @requires(Role.ADMIN)
+    def remove_member(self, user_id: int) -> Any:
+        _lock_org()
+        member = _member(user_id)
+        email, org_name = member.user.email, member.org.name
+        try:
+            remove_membership(seat(), member)
+        except NotAllowed as exc:
+            abort(403, description=str(exc))
+        except SettingsError as exc:
+            db.session.rollback()
+            flash(str(exc), "danger")
+            return redirect(self.get_url(".members"))
+        db.session.commit()
+        flash(f"Removed {email} from {org_name}.", "success")
+        if user_id == current_user.staff.id:
+            return redirect(url_for("admin.index"))
+        return redirect(self.get_url(".members"))
+
+    # API keys.
+
+    def _keys_page(self, form: ApiKeyForm | None = None, status: int = 200) -> Any:
+        keys = db.session.scalars(
+            sa.select(ApiKey)
+            .where(ApiKey.org_id == seat().org.id)
+            .order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc())
+        ).all()
+        return self.render(
+            "console/settings/keys.html",
+            tab="keys",
+            keys=keys,
+            form=form or ApiKeyForm(formdata=None),
+        ), status
+
+    @expose("/keys")
+    @requires(Role.ADMIN)
+    def keys(self) -> Any:
+        return self._keys_page()
+
+    @expose("/keys/new", methods=["POST"])
+    @requires(Role.ADMIN)
+    def create_key(self) -> Any:
+        form = ApiKeyForm()
+        if not form.validate_on_submit():
+            return self._keys_page(form, 422)
+        org = _lock_org()
+        key, secret = tenant_services.create_api_key(org, KeyKind(form.kind.data))
+        db.session.commit()
+        log.info(
+            "API key %s… (%s) created in org %s by %s",
+            key.prefix,
+            key.kind,
+            org.slug,
+            seat().user.email,
+        )
+        # Shown on this response only: not stored, not flashed into the session cookie.
+        page = self.render("console/settings/key_created.html", tab="keys", key=key, secret=secret)
+        return _no_store(page, 201)
+
+    @expose("/keys/<int:key_id>/revoke", methods=["POST"])
+    @requires(Role.ADMIN)
+    def revoke_key(self, key_id: int) -> Any:
+        org = _lock_org()
+        key = for_org(ApiKey, key_id)
+        if key.revoked_at is not None:
+            flash(f"{key.prefix}… was revoked already.", "info")
+            return redirect(self.get_url(".keys"))
+        try:
+            tenant_services.revoke_api_key(org, key.prefix)
+        except tenant_services.TenantError as exc:
+            db.session.rollback()
+            flash(f"Not revoked: {exc}.", "danger")
+            return redirect(self.get_url(".keys"))
+        db.session.commit()
+        log.info("API key %s… revoked in org %s by %s", key.prefix, org.slug, seat().user.email)
+        flash(f"Revoked {key.prefix}…: requests with it now get 401.", "success")
+        return redirect(self.get_url(".keys"))
+
+    # CORS origins and the abandonment TTL.
+
+    def _general_page(
+        self,
+        origins_form: OriginsForm | None = None,
+        abandonment_form: AbandonmentForm | None = None,
+        status: int = 200,
+    ) -> Any:
+        org = seat().org
+        context = self._general_context(org)
+        if origins_form is None:
+            origins_form = OriginsForm(formdata=None, allowed_origins="\n".join(context["origins"]))
+        if abandonment_form is None:
+            abandonment_form = AbandonmentForm(
+                formdata=None, abandon_after="" if context["ttl_is_default"] else context["ttl"]
+            )
+        return self.render(
+            "console/settings/general.html",
+            tab="general",
+            origins_form=origins_form,
+            abandonment_form=abandonment_form,
+            **context,
+        ), status
+
+    @expose("/general")
+    @requires(Role.ADMIN)
+    def general(self) -> Any:
+        return self._general_page()
+
+    @expose("/general/origins", methods=["POST"])
+    @requires(Role.ADMIN)
+    def save_origins(self) -> Any:
+        form = OriginsForm()
+        if not form.validate_on_submit():
+            return self._general_page(origins_form=form, status=422)
+        org = _lock_org()
+        tenant_services.update_org_settings(org, allowed_origins=form.origins)
+        db.session.commit()
+        count = len(org.allowed_origins)
+        flash(
+            (
+                "No browser origin may call the API now."
+                if not count
+                else f"Saved {count} allowed origin{'s' if count != 1 else ''}."
+            )
+            + _org_cache_note(),
+            "success",
+        )
+        return redirect(self.get_url(".general"))
+
+    @expose("/general/abandonment", methods=["POST"])
+    @requires(Role.ADMIN)
+    def save_abandonment(self) -> Any:
+        form = AbandonmentForm()
+        if not form.validate_on_submit():
+            return self._general_page(abandonment_form=form, status=422)
+        org = _lock_org()
+        tenant_services.update_org_settings(org, abandon_after=form.seconds)
+        db.session.commit()
+        flash(
+            f"Sessions idle for {format_duration(form.seconds)} are now marked abandoned.",
+            "success",
+        )
+        return redirect(self.get_url(".general"))
+
+    # Integrations.
+
+    def _integrations_page(
+        self, forms: dict[str, IntegrationForm] | None = None, status: int = 200
+    ) -> Any:
+        org = seat().org
+        forms = dict(forms or {})
+        rows = integration_status(org.settings, current_app.config)
+        for row in rows:
+            sink = row["integration"].sink
+            if sink not in forms:
+                forms[sink] = IntegrationForm(
+                    formdata=None, url=row["own_url"] or "", send_answers=row["send_answers"]
+                )
+        return self.render(
+            "console/settings/integrations.html", tab="integrations", rows=rows, forms=forms
+        ), status
+
+    @staticmethod
+    def _integration(sink: str) -> Integration:
+        if sink not in INTEGRATIONS:
+            abort(404)
+        return INTEGRATIONS[sink]
+
+    @expose("/integrations")
+    @requires(Role.ADMIN)
+    def integrations(self) -> Any:
+        return self._integrations_page()
+
+    @expose("/integrations/<sink>", methods=["POST"])
+    @requires(Role.ADMIN)
+    def save_integration(self, sink: str) -> Any:
+        integration = self._integration(sink)
+        form = IntegrationForm()
+        if not form.validate_on_submit():
+            return self._integrations_page({sink: form}, 422)
+        org = _lock_org()
+        own = (org.settings.get("integrations") or {}).get(sink) or {}
+        api_key = (form.api_key.data or "").strip() or None
+        url = (form.url.data or "").strip() or None
+        if url and not api_key and not own.get("api_key_encrypted"):
+            db.session.rollback()
+            form.url.errors = [
+                f"Set this organization's own {integration.label} API key too: "
+                "the platform's key is never sent to another host."
+            ]
+            return self._integrations_page({sink: form}, 422)
+        tenant_services.set_integration(
+            org,
+            sink,
+            current_app.config,
+            api_key=api_key,
+            url=url,
+            send_answers=bool(form.send_answers.data) if sink == "posthog" else None,
+        )
+        db.session.commit()
+        log.info(
+            "integration %s of org %s changed by %s (key %s)",
+            sink,
+            org.slug,
+            seat().user.email,
+            "replaced" if api_key else "unchanged",
+        )
+        flash(
+            f"Saved the {integration.label} settings."
+            + (" The new API key is stored encrypted and is never shown again." if api_key else ""),
+            "success",
+        )
+        return redirect(self.get_url(".integrations"))
+
+    @expose("/integrations/<sink>/clear", methods=["POST"])
+    @requires(Role.ADMIN)
+    def clear_integration(self, sink: str) -> Any:
+        integration = self._integration(sink)
+        org = _lock_org()
+        tenant_services.set_integration(org, sink, current_app.config, clear=True)
+        db.session.commit()
+        log.info("integration %s of org %s cleared by %s", sink, org.slug, seat().user.email)
+        flash(
+            f"Cleared this organization's {integration.label} settings; the platform's apply.",
+            "info",
+        )
+        return redirect(self.get_url(".integrations"))
+
+    @expose("/integrations/<sink>/test", methods=["POST"])
+    @requires(Role.ADMIN)
+    def test_integration(self, sink: str) -> Any:
+        integration = self._integration(sink)
+        actor = seat()
+        org_slug = actor.org.slug
+        try:
+            outcome = send_test_event(actor.org, sink, actor.user.email)
+        except DeliveryFailed as exc:
+            log.warning("test event to %s for org %s failed: %s", sink, org_slug, exc.message)
+            flash(f"The {integration.label} test event was not delivered: {exc.message}", "danger")
+        else:
+            log.info("test event to %s for org %s: %s", sink, org_slug, outcome)
+            flash(outcome, "success")
+        return redirect(self.get_url(".integrations"))
+
+
+class InvitationView(BaseView):
+    """The page an invitation link opens: no seat needed, the token is the credential."""
+
+    def is_visible(self) -> bool:
+        return False
+
+    @expose("/")
+    def index(self) -> Any:
+        return _invalid_invitation("Open the whole link from your invitation.", 404)
+
+    @expose("/<token>", methods=["GET", "POST"])
+    def accept(self, token: str) -> Any:
+        found = find_invitation(token)
+        if found is None:
+            return _invalid_invitation(
+                "This invitation link does not work: it was used already, cancelled, or "
+                "replaced by a newer one. Ask an admin of the organization for a new link.",
+                404,
+            )
+        org, _, invitation = found
+        if is_expired(invitation, utcnow()):
+            return _invalid_invitation(
+                f"This invitation to {org.name} expired; ask an admin for a new link.", 410
+            )
+        user = db.session.scalars(
+            sa.select(StaffUser).where(StaffUser.email == invitation["email"])
+        ).first()
+        signed_in = (
+            user is not None and current_user.is_authenticated and current_user.staff.id == user.id
+        )
+        form: FlaskForm
+        if signed_in:
+            form = JoinForm()
+        elif user is not None:
+            form = ExistingStaffForm()
+        else:
+            form = NewStaffForm()
+        status = 200
+        if form.is_submitted():
+            # Throttled like sign-in: the existing-account form checks a password.
+            with limiter.limit(
+                "10 per minute", error_message="Too many attempts; wait a minute and try again."
+            ):
+                status = 422
+                if form.validate():
+                    if isinstance(form, ExistingStaffForm) and not check_password_hash(
+                        user.password_hash, form.password.data
+                    ):
+                        form.password.errors = ["That is not the password of this account."]
+                        status = 401
+                    else:
+                        return self._join(token, form, invitation)
+        return render_template(
+            "console/settings/invite.html",
+            org=org,
+            invitation=invitation,
+            form=form,
+            existing=user is not None,
+            signed_in=signed_in,
+            expires=datetime.fromisoformat(invitation["expires_at"]),
+        ), status
+
+    def _join(self, token: str, form: FlaskForm, invitation: dict[str, Any]) -> Any:
+        db.session.rollback()
+        begin_write(db.session)
+        # Locked and read again: two tabs submitting the same link make one member.
+        found = find_invitation(token, lock=True)
+        if (
+            found is None
+            or found[2]["email"] != invitation["email"]
+            or is_expired(found[2], utcnow())
+        ):
+            db.session.rollback()
+            return _invalid_invitation("This invitation link was used already.", 404)
+        org, digest, invitation = found
+        user = db.session.scalars(
+            sa.select(StaffUser).where(StaffUser.email == invitation["email"])
+        ).first()
+        if (user is None) != isinstance(form, NewStaffForm):
+            # The account was created or deleted since the form was shown: show it again.
+            db.session.rollback()
+            return redirect(url_for(".accept", token=token))
+        if user is None:
+            user = tenant_services.create_staff(
+                invitation["email"], form.password.data, org, Role(invitation["role"])
+            )
+        member = accept_invitation(org, digest, user)
+        role, org_id, org_name = member.role, org.id, org.name
+        db.session.commit()
+        log.info("invitation to org %s accepted by %s (%s)", org.slug, user.email, role)
+        session.clear()
+        login_user(StaffLogin(user))
+        session["org_id"] = org_id
+        flash(f"Welcome to {org_name}. Your role is {role}.", "success")
+        return redirect(url_for("admin.index"))
+
+
+def _invalid_invitation(message: str, status: int) -> Any:
+    return render_template("console/settings/invite_invalid.html", message=message), status
 
 
 def views() -> list[Any]:
     """Return this module's console views, in menu order."""
-    return [SettingsView(name="Settings", endpoint="settings", url="/admin/settings")]
+    return [
+        SettingsView(name="Settings", endpoint="settings", url="/admin/settings"),
+        InvitationView(name="Invitation", endpoint="invite", url="/admin/invite"),
+    ]
