@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "ENCRYPTION_KEY": "",
     # Celery worker processes of `mentorflow worker` (and `mentorflow up`).
     "WORKER_CONCURRENCY": 2,
+    # Ping each pooled PostgreSQL connection before use (costs a round trip per request).
+    "DB_PRE_PING": False,
     # How long a process may serve an org's settings (CORS origins, TTL) from memory.
     "ORG_CACHE_SECONDS": 5,
     # Requests per client address to the learner API; "" disables the limit.
@@ -76,7 +78,10 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["SQLALCHEMY_DATABASE_URI"] = url
     engine_options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     if url.startswith("postgresql"):
-        engine_options.setdefault("pool_pre_ping", True)
+        # No ping per checkout (a round trip on every request): stale connections are
+        # recycled, and a disconnect invalidates the whole pool at its first error.
+        engine_options.setdefault("pool_pre_ping", bool(config.get("DB_PRE_PING")))
+        engine_options.setdefault("pool_recycle", 1800)
         engine_options.setdefault("pool_size", 10)
         engine_options.setdefault("max_overflow", 20)
     if not config.get("BROKER_URL"):

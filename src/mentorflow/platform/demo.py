@@ -80,12 +80,16 @@ DEMO_LEARNERS = [
 
 def _seed_sessions(org: Org, flow: Any, version: Any) -> None:
     """Walk a few demo learners to different depths, once, so the console has something."""
-    if db.session.scalar(sa.select(sa.func.count()).select_from(LearnerSession)
-                         .where(LearnerSession.flow_id == flow.id)):
+    if db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(LearnerSession)
+        .where(LearnerSession.flow_id == flow.id)
+    ):
         return
     for name, overrides, depth in DEMO_LEARNERS:
         started, _ = flow_services.start_session(
-            org, flow, version, name=name, email=f"{name.lower()}@demo.example")
+            org, flow, version, name=name, email=f"{name.lower()}@demo.example"
+        )
         session = flow_services.session_record(started)
         engine = session.flow_version.engine
         answered = 0
@@ -93,8 +97,14 @@ def _seed_sessions(org: Org, flow: Any, version: Any) -> None:
             step = engine.step(session.current_step_id)
             answer = overrides.get(step.get("key"), example_answer(step))
             if step["type"] == "contact":
-                answer = {field: {"name": name, "email": f"{name.lower()}@demo.example",
-                                  "phone": "+1 555 010 0199"}[field] for field in step["fields"]}
+                answer = {
+                    field: {
+                        "name": name,
+                        "email": f"{name.lower()}@demo.example",
+                        "phone": "+1 555 010 0199",
+                    }[field]
+                    for field in step["fields"]
+                }
             flow_services.commit_step(org, session, session.current_step_id, answer)
             answered += 1
 

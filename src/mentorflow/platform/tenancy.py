@@ -94,6 +94,9 @@ def scope_blueprint_to_org(blueprint: Any) -> None:
         slug = (request.view_args or {}).get("org")
         if request.method == "OPTIONS":
             return preflight_response(slug)
+        if request.method in ("GET", "HEAD"):
+            # Reads are single statements: no BEGIN/ROLLBACK round trips around them.
+            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         credential = authenticate()
         org = enter_org(slug, credential.org_id)
         if credential.org_id is None and "session_id" not in request.view_args:
