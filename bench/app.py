@@ -101,7 +101,11 @@ def floor_step(org: str, session_id: str) -> Response:
 
 def create_bench_app() -> Flask:
     """Return the production app with the floor and /hello mounted."""
+    from mentorflow.admin.console import csrf
+
     app = create_app()
+    # Like the learner API, the floor authenticates with a bearer token, not a cookie.
+    csrf.exempt(floor)
     app.register_blueprint(floor)
     return app
 

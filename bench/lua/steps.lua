@@ -1,0 +1,41 @@
+-- POST …/steps: each wrk thread runs one connection and walks its own sessions step by step,
+-- so no two requests ever race for the same session.
+-- wrk -t C -c C -s steps.lua URL -- SESSIONS_FILE PATH_PREFIX THREADS STEPS
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+
+function init(args)
+  prefix, threads, steps = args[2], tonumber(args[3]), tonumber(args[4])
+  sessions, current, step, bad = {}, 1, 0, 0
+  local index = 0
+  for line in io.lines(args[1]) do
+    if index % threads == id - 1 then table.insert(sessions, line) end
+    index = index + 1
+  end
+  answers = { '"a"', "42", '"a short honest answer"', "true" }
+end
+
+function request()
+  if step == steps then
+    current, step = current + 1, 0
+  end
+  local session_id, token = sessions[current]:match("(%S+) (%S+)")
+  step = step + 1
+  local body = '{"step_id": "phase-1-step-' .. step .. '", "answer": ' .. answers[(step - 1) % 4 + 1] .. "}"
+  return wrk.format("POST", prefix .. "/orgs/bench/sessions/" .. session_id .. "/steps", {
+    ["Authorization"] = "Bearer " .. token,
+    ["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = session_id .. "-" .. step,
+  }, body)
+end
+
+function done(summary, latency, requests)
+  io.write(string.format('{"requests": %d, "duration_us": %d, "non_2xx": %d, "errors": %d, ' ..
+    '"p50_us": %d, "p99_us": %d}\n', summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
