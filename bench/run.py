@@ -97,6 +97,9 @@ class Installation:
             "MENTORFLOW_SUPERMEMORY_BASE_URL": sink_url,
             "MENTORFLOW_WEB_CONCURRENCY": "4",
             "MENTORFLOW_LOG_LEVEL": "WARNING",
+            # All load comes from one address: keep the limiter's cost in the figures, but
+            # not its 429s.
+            "MENTORFLOW_RATE_LIMIT": "10000000 per minute",
             "PYTHONPATH": str(ROOT),
         }
         self.processes: list[subprocess.Popen] = []
@@ -401,18 +404,21 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
 
             # Lag at a steady 300 commits/s, worker and beat running.
             inst.start(str(BIN / "mentorflow"), "beat", "--loglevel", "WARNING")
+            # 300 commits/s as asked, or 60 % of what this machine committed at 8 connections
+            # when that is less: lag under overload measures queueing, not delivery.
+            rate = min(300.0, 0.6 * steps["8"]["real"]["per_second"])
             lag_pairs = take(400)
             steady = open_loop(
                 HOST,
                 inst.port,
-                300,
+                rate,
                 min(SECONDS * 2, 15),
                 step_walker(lag_pairs, 1, "/v1", inst.port),
             )
             deadline = time.monotonic() + 60
             while inst.pending() and time.monotonic() < deadline:
                 time.sleep(0.2)
-            results["lag"] = lag_figures(inst, sink_port, {s for s, _ in lag_pairs}, steady)
+            results["lag"] = lag_figures(inst, sink_port, {s for s, _ in lag_pairs}, steady, rate)
             inst.stop(worker)
         finally:
             inst.stop()
@@ -423,7 +429,7 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
 
 
 def lag_figures(
-    inst: Installation, sink_port: int, sessions: set[str], steady: LoadResult
+    inst: Installation, sink_port: int, sessions: set[str], steady: LoadResult, target: float
 ) -> dict[str, Any]:
     from mentorflow.platform.extensions import db
     from mentorflow.platform.outbox import OutboxEvent
@@ -448,6 +454,7 @@ def lag_figures(
         return round(lags[min(len(lags) - 1, int(p / 100 * len(lags)))] * 1000, 1) if lags else -1
 
     return {
+        "target_per_second": round(target, 1),
         "commits_per_second": round(steady.rate(200), 1),
         "events": len(rows),
         "delivered_both": len(lags),
@@ -499,7 +506,8 @@ def table(results: dict[str, Any]) -> str:
         "",
         f"deliveries, one worker process:   {delivery['per_second']:.0f}/s "
         f"({delivery['backlog']} in {delivery['seconds']} s, {delivery['left_pending']} left)",
-        f"lag commit → sink at {lag['commits_per_second']:.0f} commits/s: p50 {lag['p50_ms']} ms, "
+        f"lag commit → sink at {lag['commits_per_second']:.0f} commits/s "
+        f"(target {lag['target_per_second']:.0f}): p50 {lag['p50_ms']} ms, "
         f"p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms ({lag['delivered_both']}/{lag['events']} "
         "events at both sinks)",
         f"embedded SQLite POST …/steps @8:  {results['sqlite_post_steps_8']['per_second']:.0f}/s "

@@ -392,3 +392,9 @@ def test_cors_allows_only_the_orgs_origins(client, create_org, publish_flow):
         url, headers={"Origin": "https://evil.example", "Authorization": f"Bearer {keys.pk}"}
     )
     assert "Access-Control-Allow-Origin" not in denied.headers
+
+
+def test_stale_step_with_stale_if_match_is_409_with_state(walker):
+    walker.answer("phase-1-step-1", If_Match='"1"')
+    body = assert_problem(walker.answer("phase-1-step-1", If_Match='"1"'), 409)
+    assert body["step"]["id"] == "phase-1-step-2"

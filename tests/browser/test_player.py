@@ -154,9 +154,9 @@ def test_a_stale_tab_rerenders_where_the_session_is(live_server, new_page, scree
     second.get_by_label("3+ months out").check()
     click_continue(second)
     expect_step(second, "phase-1-step-2")
-    expect(second.locator("#status")).to_contain_text("changed in another window")
-    # If-Match is checked before the step, so a stale submission is a 412, then a refetch.
-    assert ("POST", "steps", 412) in responses
+    expect(second.locator("#status")).to_contain_text("moved on in another window")
+    # A stale step is a 409 whose body carries where the session is: no refetch needed.
+    assert ("POST", "steps", 409) in responses
     answers = live_server.session(session_id(first))["session"]["answers"]
     assert answers == {"booking-status": "booked-1-month"}
     screenshot(second, "after-stale-submit")

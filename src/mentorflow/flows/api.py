@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 
 from mentorflow.flows import services
 from mentorflow.flows.engine import AnswerError
+from mentorflow.flows.models import SessionStatus
 from mentorflow.flows.schemas import (
     BackSchema,
     PublishedFlowSchema,
@@ -173,7 +174,17 @@ class SessionSteps(MethodView):
                 return _state_response(
                     stored.response_body, stored.status_code, Idempotent_Replayed="true"
                 )
-        if request.if_match and not _etag_matches(request.if_match, str(session.version)):
+        stale_step = (
+            submission["step_id"] != session.current_step_id
+            or session.status == SessionStatus.COMPLETED
+        )
+        # A stale step is a 409 carrying the state to re-render (commit_step raises it), even
+        # when If-Match is stale too; 412 is for the right step at another version.
+        if (
+            not stale_step
+            and request.if_match
+            and not _etag_matches(request.if_match, str(session.version))
+        ):
             abort(
                 412,
                 problem="version-mismatch",

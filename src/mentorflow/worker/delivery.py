@@ -43,6 +43,8 @@ class BatchResult:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    #: Whether the last claim found nothing due (else the budget ran out first).
+    drained: bool = False
 
     @property
     def claimed(self) -> int:
@@ -221,6 +223,7 @@ def deliver_due(*, batch_size: int | None = None, max_batches: int = 50) -> Batc
         for _ in range(max_batches):
             claims = claim_due_deliveries(size)
             if not claims:
+                total.drained = True
                 break
             batch = deliver_claims(claims, sinks)
             total.delivered += batch.delivered

@@ -29,6 +29,10 @@ _broker_down_until = 0.0
 def deliver_due_deliveries() -> dict[str, int]:
     """Deliver every due delivery, batch by batch."""
     result = delivery.deliver_due()
+    if not result.drained:
+        # The budget ran out with deliveries still due: carry on in a fresh task rather than
+        # leaving the backlog to the next sweep (other tasks in the queue get a turn first).
+        deliver_due_deliveries.apply_async()
     return {"delivered": result.delivered, "retried": result.retried, "dead": result.dead}
 
 
