@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import click
 from flask.cli import with_appcontext
@@ -19,6 +17,7 @@ from mentorflow.flows.legacy import (
 )
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.platform.progress import wait_for_job
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import Org
 
@@ -99,25 +98,9 @@ def _run_in_background(
             "the beat's sweep will hand it to a worker",
             err=True,
         )
-    job = _wait_for_job(job_id, timeout)
+    job = wait_for_job(job_id, timeout)
     if job.status != "completed":
         raise LegacyImportError(
             f"job {job_id} {job.status}: {job.error or 'no worker picked it up in time'}"
         )
     return ImportReport.from_dict(job.result)
-
-
-def _wait_for_job(job_id: int, timeout: int) -> Any:
-    from mentorflow.worker.models import Job
-
-    deadline = time.monotonic() + timeout
-    with click.progressbar(length=100, label=f"job {job_id}", file=sys.stderr) as bar:
-        shown = 0
-        while True:
-            db.session.rollback()
-            job = db.session.get(Job, job_id)
-            bar.update(job.progress - shown)
-            shown = job.progress
-            if job.status in ("completed", "failed") or time.monotonic() > deadline:
-                return job
-            time.sleep(0.5)

@@ -16,6 +16,7 @@ from mentorflow.flows.legacy_cli import legacy
 from mentorflow.platform.app import create_app
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.platform.progress import wait_for_job
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import KeyKind, Role
 
@@ -347,28 +348,10 @@ def export(org_slug: str, flow_slug: str, timeout: int) -> None:
             "the beat's sweep will hand it to a worker",
             err=True,
         )
-    job = _wait_for_job(job_id, timeout)
+    job = wait_for_job(job_id, timeout)
     if job.status != "completed":
         _fail(f"job {job_id} {job.status}: {job.error or 'no worker picked it up in time'}")
     click.echo(f"exported {job.result['rows']} sessions to {jobs.export_path(job)}")
-
-
-def _wait_for_job(job_id: int, timeout: int) -> Any:
-    import time
-
-    from mentorflow.worker.models import Job
-
-    deadline = time.monotonic() + timeout
-    with click.progressbar(length=100, label=f"job {job_id}", file=sys.stderr) as bar:
-        shown = 0
-        while True:
-            db.session.rollback()
-            job = db.session.get(Job, job_id)
-            bar.update(job.progress - shown)
-            shown = job.progress
-            if job.status in ("completed", "failed") or time.monotonic() > deadline:
-                return job
-            time.sleep(0.5)
 
 
 @main.group()
