@@ -159,9 +159,9 @@ class SessionSteps(MethodView):
                     "headers.Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]
                 },
             )
-        fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
         session = _load_session(session_id, for_update=True)
         if key is not None:
+            fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
             stored = idempotency.find_stored(current_org.id, session_id, key)
             if stored is not None:
                 if stored.request_hash != fingerprint:

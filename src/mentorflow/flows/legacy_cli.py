@@ -17,7 +17,7 @@ from mentorflow.flows.legacy import (
 )
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
-from mentorflow.platform.progress import wait_for_job
+from mentorflow.platform.progress import run_and_wait
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import Org
 
@@ -82,7 +82,7 @@ def _run_here(org: Org, flow_slug: str, file: Path, apply: bool) -> ImportReport
 def _run_in_background(
     org: Org, flow_slug: str, file: Path, apply: bool, timeout: int
 ) -> ImportReport:
-    from mentorflow.worker import jobs, tasks
+    from mentorflow.worker import jobs
 
     # The worker opens the file by this absolute path: it must see the same filesystem.
     job = jobs.create_job(
@@ -90,15 +90,7 @@ def _run_in_background(
     )
     db.session.commit()
     job_id = job.id
-    try:
-        tasks.enqueue_job(job_id)
-    except Exception as exc:
-        click.echo(
-            f"job {job_id} is queued, but the broker is unreachable ({exc}); "
-            "the beat's sweep will hand it to a worker",
-            err=True,
-        )
-    job = wait_for_job(job_id, timeout)
+    job = run_and_wait(job_id, timeout)
     if job.status != "completed":
         raise LegacyImportError(
             f"job {job_id} {job.status}: {job.error or 'no worker picked it up in time'}"

@@ -16,7 +16,7 @@ from mentorflow.flows.legacy_cli import legacy
 from mentorflow.platform.app import create_app
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
-from mentorflow.platform.progress import wait_for_job
+from mentorflow.platform.progress import run_and_wait
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import KeyKind, Role
 
@@ -331,7 +331,7 @@ def up(host: str, port: int) -> None:
 @with_appcontext
 def export(org_slug: str, flow_slug: str, timeout: int) -> None:
     """Export a flow's sessions and answers as CSV through a worker, with a progress bar."""
-    from mentorflow.worker import jobs, tasks
+    from mentorflow.worker import jobs
 
     target = _org(org_slug)
     try:
@@ -340,15 +340,7 @@ def export(org_slug: str, flow_slug: str, timeout: int) -> None:
         _fail(str(exc))
     db.session.commit()
     job_id = job.id
-    try:
-        tasks.enqueue_job(job_id)
-    except Exception as exc:
-        click.echo(
-            f"job {job_id} is queued, but the broker is unreachable ({exc}); "
-            "the beat's sweep will hand it to a worker",
-            err=True,
-        )
-    job = wait_for_job(job_id, timeout)
+    job = run_and_wait(job_id, timeout)
     if job.status != "completed":
         _fail(f"job {job_id} {job.status}: {job.error or 'no worker picked it up in time'}")
     click.echo(f"exported {job.result['rows']} sessions to {jobs.export_path(job)}")

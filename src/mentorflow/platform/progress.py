@@ -11,6 +11,21 @@ from mentorflow.platform.extensions import db
 from mentorflow.worker.models import Job, JobStatus
 
 
+def run_and_wait(job_id: int, timeout: int) -> Job:
+    """Hand a committed job to a worker, then show its progress until it ends or times out."""
+    from mentorflow.worker import tasks
+
+    try:
+        tasks.enqueue_job(job_id)
+    except Exception as exc:
+        click.echo(
+            f"job {job_id} is queued, but the broker is unreachable ({exc}); "
+            "the beat's sweep will hand it to a worker",
+            err=True,
+        )
+    return wait_for_job(job_id, timeout)
+
+
 def wait_for_job(job_id: int, timeout: int) -> Job:
     """Show a job's progress until it completes, fails, or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
