@@ -112,7 +112,7 @@ class PublishedFlow(MethodView):
 
 @blp.route("/flows/<flow>/sessions")
 class FlowSessions(MethodView):
-    @blp.arguments(StartSessionSchema)
+    @blp.arguments(StartSessionSchema())
     @blp.response(201, SessionCreatedSchema)
     def post(self, contact: dict[str, Any], org: str, flow: str) -> Any:
         """Start a learner session on the flow's published version."""
@@ -143,7 +143,7 @@ class LearnerSessionResource(MethodView):
 
 @blp.route("/sessions/<session_id>/steps")
 class SessionSteps(MethodView):
-    @blp.arguments(StepSubmissionSchema)
+    @blp.arguments(StepSubmissionSchema())
     @blp.response(200, SessionStateSchema)
     @blp.alt_response(
         409, description="Not the current step; the body carries the session and step to re-render"
@@ -210,7 +210,7 @@ class SessionSteps(MethodView):
 
 @blp.route("/sessions/<session_id>/back")
 class SessionBack(MethodView):
-    @blp.arguments(BackSchema)
+    @blp.arguments(BackSchema())
     @blp.response(200, SessionStateSchema)
     @blp.alt_response(409, description="The step was not completed in this session")
     def post(self, target: dict[str, Any], org: str, session_id: str) -> Any:

@@ -87,6 +87,7 @@ class Flow:
         self._steps: dict[str, dict[str, Any]] = {}
         self._phase_by_step: dict[str, dict[str, Any]] = {}
         self._rules: dict[str, tuple[_Rule, ...]] = {}
+        self._step_views: dict[str, dict[str, Any]] = {}
         for phase in self._definition["phases"]:
             for step in phase["steps"]:
                 self._steps[step["id"]] = step
@@ -125,12 +126,23 @@ class Flow:
 
     def step(self, step_id: str) -> dict[str, Any]:
         """Return a copy of the step's definition with its phase id and title."""
-        phase = self._phase_by_step[step_id]
-        return {
-            **copy.deepcopy(self._steps[step_id]),
-            "phase_id": phase["id"],
-            "phase_title": phase["title"],
-        }
+        return copy.deepcopy(self.step_view(step_id))
+
+    def step_view(self, step_id: str) -> dict[str, Any]:
+        """Return the step's definition with its phase id and title, shared: never mutate it.
+
+        Built once per step of this (immutable) flow, for the hot path that only reads it or
+        turns it into JSON.
+        """
+        view = self._step_views.get(step_id)
+        if view is None:
+            phase = self._phase_by_step[step_id]
+            view = self._step_views[step_id] = {
+                **copy.deepcopy(self._steps[step_id]),
+                "phase_id": phase["id"],
+                "phase_title": phase["title"],
+            }
+        return view
 
     def phase_of(self, step_id: str) -> str:
         """Return the id of the phase the step belongs to."""

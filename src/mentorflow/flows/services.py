@@ -22,7 +22,7 @@ from mentorflow.flows.models import (
     StepEvent,
 )
 from mentorflow.platform.auth import SESSION_TOKEN_PREFIX, generate_secret, hash_secret
-from mentorflow.platform.db import utcnow
+from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import EventType, emit_event
 from mentorflow.tenants.models import Org
@@ -332,35 +332,61 @@ def _session_query(*, for_update: bool) -> sa.Select:
     return stmt.with_for_update(of=LearnerSession) if for_update else stmt
 
 
-# Built once: the hot path runs pre-compiled Core statements on the session's connection,
-# bypassing the ORM unit of work and statement compilation.
-_FIND_SESSION = _session_query(for_update=False)
-_LOCK_SESSION = _session_query(for_update=True)
-_UPDATE_SESSION = LearnerSession.__table__.update().where(
-    LearnerSession.__table__.c.id == sa.bindparam("session_id")
+# Built once: the hot path runs these on the driver's cursor of the session's connection
+# (``DriverStatement``), bypassing the ORM unit of work and SQLAlchemy's per-execution work.
+_FIND_SESSION = DriverStatement(_session_query(for_update=False))
+_LOCK_SESSION = DriverStatement(_session_query(for_update=True))
+_UPDATE_SESSION = DriverStatement(
+    LearnerSession.__table__.update().where(
+        LearnerSession.__table__.c.id == sa.bindparam("session_id")
+    ),
+    column_keys=[
+        "answers",
+        "current_step_id",
+        "status",
+        "completed_at",
+        "name",
+        "email",
+        "phone",
+        "version",
+        "updated_at",
+        "last_activity_at",
+    ],
 )
-_INSERT_STEP_EVENT = StepEvent.__table__.insert()
+_INSERT_STEP_EVENT = DriverStatement(
+    StepEvent.__table__.insert(),
+    column_keys=[
+        "session_id",
+        "seq",
+        "org_id",
+        "step_id",
+        "answer",
+        "from_step_id",
+        "to_step_id",
+        "kind",
+        "created_at",
+    ],
+)
 
 
-def _record(row: sa.Row | None) -> SessionRecord | None:
+def _record(row: dict[str, Any] | None) -> SessionRecord | None:
     if row is None:
         return None
-    values = row._asdict()
-    checksum = values.pop("checksum")
-    values["status"] = SessionStatus(values["status"])
-    return SessionRecord(**values, flow_version=version_info(values["flow_version_id"], checksum))
+    checksum = row.pop("checksum")
+    row["status"] = SessionStatus(row["status"])
+    return SessionRecord(**row, flow_version=version_info(row["flow_version_id"], checksum))
 
 
 def lock_session(org_id: int, session_id: str) -> SessionRecord | None:
     """Return the org's session, its row locked until the transaction ends."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(db.session.connection().execute(_LOCK_SESSION, params).first())
+    return _record(_LOCK_SESSION.first(db.session.connection(), params))
 
 
 def find_session(org_id: int, session_id: str) -> SessionRecord | None:
     """Return the org's session."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(db.session.connection().execute(_FIND_SESSION, params).first())
+    return _record(_FIND_SESSION.first(db.session.connection(), params))
 
 
 def session_record(session: LearnerSession) -> SessionRecord:
@@ -383,7 +409,7 @@ def commit_step(org: Org, session: SessionRecord, step_id: str, answer: Any) -> 
         )
     flow = session.flow_version.engine
     value = flow.validate_answer(step_id, answer)  # AnswerError: nothing has changed yet
-    step = flow.step(step_id)
+    step = flow.step_view(step_id)
     answers = dict(session.answers)
     if step["type"] not in ("info", "video"):
         answers[step["key"]] = value
@@ -470,8 +496,8 @@ def _save_move(
     session.version += 1
     session.updated_at = now
     connection = db.session.connection()
-    connection.execute(
-        _UPDATE_SESSION,
+    _UPDATE_SESSION.execute(
+        connection,
         {
             "session_id": session.id,
             "answers": session.answers,
@@ -486,8 +512,8 @@ def _save_move(
             "last_activity_at": now,
         },
     )
-    connection.execute(
-        _INSERT_STEP_EVENT,
+    _INSERT_STEP_EVENT.execute(
+        connection,
         {
             "session_id": session.id,
             "seq": seq,
@@ -550,7 +576,7 @@ def session_state(org: Org, session: SessionRecord) -> dict[str, Any]:
             "updated_at": _iso(session.updated_at),
             "completed_at": _iso(session.completed_at),
         },
-        "step": flow.step(session.current_step_id) if session.current_step_id else None,
+        "step": flow.step_view(session.current_step_id) if session.current_step_id else None,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mentorflow.platform.db import JSONType, utcnow
+from mentorflow.platform.db import DriverStatement, JSONType, utcnow
 from mentorflow.platform.extensions import db
 
 #: How long a stored response can be replayed.
@@ -41,13 +42,15 @@ def request_fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_FIND = sa.select(
-    IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response_body
-).where(
-    IdempotencyKey.org_id == sa.bindparam("org_id"),
-    IdempotencyKey.session_id == sa.bindparam("session_id"),
-    IdempotencyKey.key == sa.bindparam("key"),
-    IdempotencyKey.created_at > sa.bindparam("since"),
+_FIND = DriverStatement(
+    sa.select(
+        IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response_body
+    ).where(
+        IdempotencyKey.org_id == sa.bindparam("org_id"),
+        IdempotencyKey.session_id == sa.bindparam("session_id"),
+        IdempotencyKey.key == sa.bindparam("key"),
+        IdempotencyKey.created_at > sa.bindparam("since"),
+    )
 )
 
 
@@ -64,13 +67,33 @@ def _upsert(dialect: str) -> sa.Insert:
     )
 
 
-_UPSERT = {"postgresql": _upsert("postgresql"), "sqlite": _upsert("sqlite")}
+_COLUMNS = [
+    "org_id",
+    "session_id",
+    "key",
+    "request_hash",
+    "status_code",
+    "response_body",
+    "created_at",
+]
+_UPSERT = {
+    dialect: DriverStatement(_upsert(dialect), column_keys=_COLUMNS)
+    for dialect in ("postgresql", "sqlite")
+}
 
 
-def find_stored(org_id: int, session_id: str, key: str) -> sa.Row | None:
-    """Return (request_hash, status_code, response_body) stored for ``key``, if fresh."""
+@dataclass(frozen=True)
+class StoredResponse:
+    request_hash: str
+    status_code: int
+    response_body: Any
+
+
+def find_stored(org_id: int, session_id: str, key: str) -> StoredResponse | None:
+    """Return the response stored for ``key``, if fresh."""
     params = {"org_id": org_id, "session_id": session_id, "key": key, "since": utcnow() - RETENTION}
-    return db.session.connection().execute(_FIND, params).first()
+    row = _FIND.first(db.session.connection(), params)
+    return None if row is None else StoredResponse(**row)
 
 
 def store_response(
@@ -78,8 +101,8 @@ def store_response(
 ) -> None:
     """Record the response to replay for ``key``; part of the caller's transaction."""
     connection = db.session.connection()
-    connection.execute(
-        _UPSERT[connection.dialect.name],
+    _UPSERT[connection.dialect.name].execute(
+        connection,
         {
             "org_id": org_id,
             "session_id": session_id,

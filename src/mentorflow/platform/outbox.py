@@ -19,7 +19,7 @@ from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from mentorflow.platform.db import enum_column, utcnow
+from mentorflow.platform.db import DriverStatement, enum_column, utcnow
 from mentorflow.platform.extensions import db
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,22 @@ class Delivery(db.Model):
     event: Mapped[OutboxEvent] = relationship(back_populates="deliveries")
 
 
-_INSERT_EVENT = OutboxEvent.__table__.insert()
-_INSERT_DELIVERY = Delivery.__table__.insert()
+_INSERT_EVENT = DriverStatement(
+    OutboxEvent.__table__.insert(),
+    column_keys=["id", "org_id", "session_id", "type", "payload", "created_at"],
+)
+_INSERT_DELIVERY = DriverStatement(
+    Delivery.__table__.insert(),
+    column_keys=[
+        "event_id",
+        "sink",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "delivered_at",
+    ],
+)
 
 
 def emit_event(
@@ -84,11 +98,11 @@ def emit_event(
     """Add an outbox event and a pending delivery per configured sink to this transaction."""
     now = utcnow()
     event_id = uuid.uuid4()
-    # Pre-built Core inserts: this runs on every step commit, where the ORM's unit of work
-    # would cost more than the statements themselves.
+    # Pre-built inserts on the driver's cursor: this runs on every step commit, where the
+    # ORM's unit of work would cost more than the statements themselves.
     connection = db.session.connection()
-    connection.execute(
-        _INSERT_EVENT,
+    _INSERT_EVENT.execute(
+        connection,
         {
             "id": event_id,
             "org_id": org_id,
@@ -100,8 +114,8 @@ def emit_event(
     )
     sinks = current_app.config["SINKS"]
     if sinks:
-        connection.execute(
-            _INSERT_DELIVERY,
+        _INSERT_DELIVERY.executemany(
+            connection,
             [
                 {
                     "event_id": event_id,

@@ -56,47 +56,54 @@ def claim_due_deliveries(limit: int, *, now: datetime | None = None) -> list[Cla
     now = now or utcnow()
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
     begin_write(db.session)
-    rows = db.session.execute(
-        sa.select(Delivery.event_id, Delivery.sink, Delivery.attempts)
+    due = (
+        sa.select(Delivery.event_id, Delivery.sink)
         .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
         .order_by(Delivery.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+    # One statement leases the whole batch: push the due time past the lease, count the try.
+    rows = db.session.execute(
+        sa.update(Delivery)
+        .where(sa.tuple_(Delivery.event_id, Delivery.sink).in_(due))
+        .values(next_attempt_at=now + lease, attempts=Delivery.attempts + 1)
+        .returning(Delivery.event_id, Delivery.sink, Delivery.attempts)
     ).all()
     if not rows:
         db.session.commit()
         return []
-    for row in rows:
-        db.session.execute(
-            sa.update(Delivery)
-            .where(Delivery.event_id == row.event_id, Delivery.sink == row.sink)
-            .values(next_attempt_at=now + lease, attempts=Delivery.attempts + 1)
-        )
-    event_ids = {row.event_id for row in rows}
     events = db.session.execute(
-        sa.select(OutboxEvent, Org.slug, Org.settings)
+        sa.select(
+            OutboxEvent.id,
+            OutboxEvent.type,
+            OutboxEvent.payload,
+            OutboxEvent.created_at,
+            Org.slug,
+            Org.settings,
+        )
         .join(Org, Org.id == OutboxEvent.org_id)
-        .where(OutboxEvent.id.in_(event_ids))
+        .where(OutboxEvent.id.in_({row.event_id for row in rows}))
     ).all()
     db.session.commit()
     by_id = {
-        event.id: (
+        row.id: (
             OutboundEvent(
-                id=event.id,
-                org=slug,
-                type=event.type,
-                payload=event.payload,
-                created_at=event.created_at,
+                id=row.id,
+                org=row.slug,
+                type=row.type,
+                payload=row.payload,
+                created_at=row.created_at,
             ),
-            settings,
+            row.settings,
         )
-        for event, slug, settings in events
+        for row in events
     }
     return [
         Claim(
             event=by_id[row.event_id][0],
             sink=row.sink,
-            attempts=row.attempts + 1,
+            attempts=row.attempts,
             org_settings=by_id[row.event_id][1],
         )
         for row in rows
@@ -148,25 +155,19 @@ def _call_sink(claim: Claim, sink: Sink) -> tuple[Claim, str | None, bool]:
 def record_outcomes(
     outcomes: list[tuple[Claim, str | None, bool]], max_attempts: int, config: Mapping[str, Any]
 ) -> BatchResult:
-    """Write the batch's results in one transaction."""
-    result = BatchResult()
+    """Write the batch's results in one transaction: one statement for all the delivered."""
     now = utcnow()
-    begin_write(db.session)
+    delivered: list[tuple[uuid.UUID, str]] = []
+    retries: list[dict[str, Any]] = []
+    deaths: list[dict[str, Any]] = []
     for claim, error, retryable in outcomes:
-        match = (Delivery.event_id == claim.event.id) & (Delivery.sink == claim.sink)
         if error is None:
-            values: dict[str, Any] = {
-                "status": DeliveryStatus.DELIVERED,
-                "delivered_at": now,
-                "last_error": None,
-            }
-            result.delivered += 1
-        elif retryable and claim.attempts < max_attempts:
-            values = {
-                "next_attempt_at": now + backoff(claim.attempts, config),
-                "last_error": error[:2000],
-            }
-            result.retried += 1
+            delivered.append((claim.event.id, claim.sink))
+            continue
+        row = {"claimed_event": claim.event.id, "claimed_sink": claim.sink, "error": error[:2000]}
+        if retryable and claim.attempts < max_attempts:
+            row["retry_at"] = now + backoff(claim.attempts, config)
+            retries.append(row)
             log.warning(
                 "delivery of event %s to %s failed (attempt %d, org %s): %s",
                 claim.event.id,
@@ -176,8 +177,7 @@ def record_outcomes(
                 error,
             )
         else:
-            values = {"status": DeliveryStatus.DEAD, "last_error": error[:2000]}
-            result.dead += 1
+            deaths.append(row)
             log.error(
                 "delivery of event %s to %s is dead after %d attempts (org %s): %s",
                 claim.event.id,
@@ -186,14 +186,38 @@ def record_outcomes(
                 claim.event.org,
                 error,
             )
-        # Only a row still pending is updated: an operator may have acted on it meanwhile.
+    result = BatchResult(delivered=len(delivered), retried=len(retries), dead=len(deaths))
+    begin_write(db.session)
+    # Only rows still pending are updated: an operator may have acted on them meanwhile.
+    if delivered:
         db.session.execute(
-            sa.update(Delivery)
-            .where(match, Delivery.status == DeliveryStatus.PENDING)
-            .values(**values)
+            _still_pending(sa.update(Delivery))
+            .where(sa.tuple_(Delivery.event_id, Delivery.sink).in_(delivered))
+            .values(status=DeliveryStatus.DELIVERED, delivered_at=now, last_error=None)
         )
+    connection = db.session.connection()
+    if retries:
+        connection.execute(_RETRY_LATER, retries)
+    if deaths:
+        connection.execute(_GIVE_UP, deaths)
     db.session.commit()
     return result
+
+
+def _still_pending(stmt: sa.Update) -> sa.Update:
+    return stmt.where(Delivery.status == DeliveryStatus.PENDING)
+
+
+_ONE_DELIVERY = _still_pending(
+    sa.update(Delivery).where(
+        Delivery.event_id == sa.bindparam("claimed_event"),
+        Delivery.sink == sa.bindparam("claimed_sink"),
+    )
+)
+_RETRY_LATER = _ONE_DELIVERY.values(
+    next_attempt_at=sa.bindparam("retry_at"), last_error=sa.bindparam("error")
+)
+_GIVE_UP = _ONE_DELIVERY.values(status=DeliveryStatus.DEAD, last_error=sa.bindparam("error"))
 
 
 class SinkCache:

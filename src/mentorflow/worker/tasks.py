@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -78,30 +79,47 @@ def run_job(job_id: int) -> None:
 class WakeUp:
     """One debounced wake-up of the workers per burst of commits in this process.
 
-    The first commit arms a timer; commits until it fires share its one message. The message
-    leaves after every commit it covers, so the task it starts sees all of them: no commit is
-    left waiting for the sweep.
+    A commit sets a flag and returns (no thread, no broker call on the request path). One
+    thread per process waits for the flag, lets the burst gather for ``delay`` seconds, clears
+    the flag and sends one message. The message leaves after every commit it covers, so the
+    task it starts sees all of them; a commit that comes after the flag was cleared sets it
+    again and gets the next message. No commit is left waiting for the sweep.
     """
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        self._armed = False
+        self._app: Any = None
+        self._reset()
+        # A forked child (a gunicorn worker) starts with no thread: it makes its own.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._wanted = threading.Event()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     def __call__(self, event_ids: list[uuid.UUID]) -> None:
-        with self._lock:
-            if self._armed:
-                return
-            self._armed = True
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        timer = threading.Timer(self.delay, self._send, args=(app,))
-        timer.daemon = True
-        timer.start()
+        if self._wanted.is_set():
+            return
+        self._app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self._wanted.set()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="mentorflow-wake-up", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            time.sleep(self.delay)
+            self._wanted.clear()
+            self._send(self._app)
 
     def _send(self, app: Any) -> None:
         global _broker_down_until
-        with self._lock:
-            self._armed = False
         if time.monotonic() < _broker_down_until:
             return
         try:
@@ -115,7 +133,7 @@ class WakeUp:
 
 
 #: After commit, ask a worker to deliver what the transaction wrote.
-wake_workers = after_commit(WakeUp(delay=0.02))
+wake_workers = after_commit(WakeUp(delay=0.05))
 
 
 def enqueue_job(job_id: int) -> Any:
