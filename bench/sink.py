@@ -38,6 +38,14 @@ class Handler(BaseHTTPRequestHandler):
                 for event in body.get("batch", []):
                     arrivals["posthog"].setdefault(event["uuid"], now)
                 answer = b'{"status": 1}'
+            elif self.path.endswith("/document/batch"):
+                results = []
+                for document in body.get("documents", []):
+                    arrivals["memory"].setdefault(document.get("id", ""), now)
+                    results.append({"id": document.get("id"), "status": "queued"})
+                answer = json.dumps(
+                    {"results": results, "count": len(results), "failed": 0}
+                ).encode()
             else:
                 arrivals["memory"].setdefault(body.get("id", ""), now)
                 answer = json.dumps({"id": body.get("id"), "status": "queued"}).encode()

@@ -64,6 +64,7 @@ class Recorder:
     url: str = ""
     requests: list[RecordedRequest] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
+    _refused_documents: dict[str, str] = field(default_factory=dict)
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def fail(
@@ -72,6 +73,11 @@ class Recorder:
         """Answer requests under ``path_prefix`` with ``status``, ``times`` times or forever."""
         with self._lock:
             self._failures.append(_Failure(path_prefix, status, times, body))
+
+    def refuse_documents(self, ids: set[str], error: str) -> None:
+        """Answer these documents of batch calls with ``status: error`` (the call itself is 200)."""
+        with self._lock:
+            self._refused_documents.update(dict.fromkeys(ids, error))
 
     def heal(self) -> None:
         """Drop every scripted failure."""
@@ -83,6 +89,7 @@ class Recorder:
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self._refused_documents.clear()
 
     def posthog_events(self) -> list[dict[str, Any]]:
         """Return the events PostHog accepted, flattened from their batches, in arrival order."""
@@ -93,12 +100,22 @@ class Recorder:
         return events
 
     def memory_documents(self) -> list[dict[str, Any]]:
-        """Return the documents Supermemory accepted: each body plus its ``namespace``."""
+        """Return the documents Supermemory accepted, from single and batch calls: each
+        document plus its ``namespace``."""
         documents = []
         for request in self._accepted(MEMORY_DOCUMENT_PREFIX):
+            if request.method != "POST":
+                continue
             namespace = _document_namespace(request.path)
-            if request.method == "POST" and namespace is not None:
+            if namespace is not None:
                 documents.append({"namespace": namespace, **request.body})
+            namespace = _batch_namespace(request.path)
+            if namespace is not None:
+                documents += [
+                    {"namespace": namespace, **document}
+                    for document in request.body["documents"]
+                    if document.get("id") not in self._refused_documents
+                ]
         return documents
 
     def wait_for(self, condition: Callable[[Recorder], bool], timeout: float = 10.0) -> None:
@@ -142,6 +159,14 @@ def _document_namespace(path: str) -> str | None:
     return None
 
 
+def _batch_namespace(path: str) -> str | None:
+    # POST /ns/{namespace}/document/batch adds up to 600 documents.
+    parts = path.split("/")
+    if len(parts) == 5 and parts[1] == "ns" and parts[3:] == ["document", "batch"]:
+        return unquote(parts[2])
+    return None
+
+
 def _decode_body(raw: bytes, headers: dict[str, str]) -> Any:
     encoding = headers.get("content-encoding", "").lower()
     if encoding == "gzip":
@@ -161,7 +186,7 @@ def _decode_body(raw: bytes, headers: dict[str, str]) -> Any:
         return text
 
 
-def _normal_answer(method: str, path: str, body: Any) -> tuple[int, Any]:
+def _normal_answer(method: str, path: str, body: Any, refused: dict[str, str]) -> tuple[int, Any]:
     if method == "POST" and not isinstance(body, dict):
         # A truncated or unreadable body (a client killed mid-request): the real services
         # answer 400 and store nothing.
@@ -171,6 +196,18 @@ def _normal_answer(method: str, path: str, body: Any) -> tuple[int, Any]:
     if method == "POST" and _document_namespace(path) is not None:
         document_id = body.get("id") if isinstance(body, dict) else None
         return 200, {"id": document_id or uuid.uuid4().hex, "status": "queued"}
+    if method == "POST" and _batch_namespace(path) is not None:
+        results = []
+        for document in body.get("documents") or []:
+            document_id = document.get("id") or uuid.uuid4().hex
+            if document_id in refused:
+                results.append(
+                    {"id": document_id, "status": "error", "error": refused[document_id]}
+                )
+            else:
+                results.append({"id": document_id, "status": "queued"})
+        failed = sum(result["status"] == "error" for result in results)
+        return 200, {"results": results, "count": len(results) - failed, "failed": failed}
     return 404, {"error": "Not found", "details": f"the recorder does not serve {path}"}
 
 
@@ -207,7 +244,9 @@ def _handler_for(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
                     failure.body if failure.body is not None else _failure_body(split.path, status)
                 )
             else:
-                status, answer = _normal_answer(self.command, split.path, body)
+                with recorder._lock:
+                    refused = dict(recorder._refused_documents)
+                status, answer = _normal_answer(self.command, split.path, body, refused)
             recorder._record(
                 RecordedRequest(
                     method=self.command,

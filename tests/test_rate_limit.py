@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services
 from mentorflow.tenants.models import KeyKind
@@ -26,5 +28,50 @@ def test_too_many_requests_is_429_with_retry_after(tmp_path):
     assert 0 < int(limited.headers["Retry-After"]) <= 60
     # The console and health check are not limited by the API's budget.
     assert client.get("/healthz").status_code == 200
+    with app.app_context():
+        db.engine.dispose()
+
+
+def busy_app(tmp_path, **config):
+    app = make_app(f"sqlite:///{tmp_path / 'limited.db'}", tmp_path, **config)
+    with app.app_context():
+        org = services.create_org("busy", "Busy")
+        _, key = services.create_api_key(org, KeyKind.SECRET)
+        db.session.commit()
+    return app, {"Authorization": f"Bearer {key}"}
+
+
+def test_each_client_address_has_its_own_budget(tmp_path):
+    app, headers = busy_app(tmp_path, RATE_LIMIT="2 per minute")
+    client = app.test_client()
+
+    def status(address: str) -> int:
+        return client.get(
+            "/v1/orgs/busy/flows/none", headers=headers, environ_base={"REMOTE_ADDR": address}
+        ).status_code
+
+    assert [status("10.0.0.1") for _ in range(3)] == [404, 404, 429]
+    assert [status("10.0.0.2") for _ in range(2)] == [404, 404]
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_a_limiter_outage_lets_learners_through(tmp_path, caplog):
+    from support import free_port
+
+    app, headers = busy_app(
+        tmp_path,
+        RATE_LIMIT="1 per minute",
+        RATE_LIMIT_STORAGE_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    # The migrations' logging config replaced the root handlers: listen on the logger itself.
+    logging.getLogger("mentorflow.platform.ratelimit").addHandler(caplog.handler)
+    client = app.test_client()
+    statuses = [
+        client.get("/v1/orgs/busy/flows/none", headers=headers).status_code for _ in range(3)
+    ]
+    assert statuses == [404, 404, 404]
+    assert "rate-limit storage failed" in caplog.text
+    logging.getLogger("mentorflow.platform.ratelimit").removeHandler(caplog.handler)
     with app.app_context():
         db.engine.dispose()

@@ -435,3 +435,87 @@ def test_recorder_hears_a_sink_in_another_process(recorder: Recorder) -> None:
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_posthog_batch_sends_every_event_in_one_request(recorder: Recorder):
+    events = [make_event(seq=seq) for seq in range(1, 31)]
+    outcomes = PostHogSink("phc_platform", recorder.url, timeout=2).deliver_batch(events)
+    assert outcomes == [None] * 30
+    batches = [r for r in recorder.requests if r.path == "/batch/"]
+    assert len(batches) == 1
+    sent = recorder.posthog_events()
+    assert [e["uuid"] for e in sent] == [str(e.id) for e in events]
+    # Built by the official client: its library marker and the event's own properties.
+    assert sent[0]["properties"]["$lib"] == "posthog-python"
+    assert sent[5]["properties"]["seq"] == 6
+    assert batches[0].body["api_key"] == "phc_platform"
+
+
+def test_posthog_batch_refused_for_good_delivers_all_but_the_event_at_fault(recorder: Recorder):
+    # The batch is refused, then so is the first event sent alone: only that one is lost.
+    recorder.fail("/batch/", 400, times=2)
+    events = [make_event(seq=seq) for seq in range(1, 5)]
+    outcomes = PostHogSink("phc_platform", recorder.url, timeout=2).deliver_batch(events)
+    assert outcomes[0] is not None and not outcomes[0].retryable
+    assert "PostHog answered 400" in str(outcomes[0])
+    assert outcomes[1:] == [None, None, None]
+    assert sorted(e["uuid"] for e in recorder.posthog_events()) == sorted(
+        str(e.id) for e in events[1:]
+    )
+
+
+def test_posthog_batch_failing_for_now_fails_every_event_retryably(recorder: Recorder):
+    recorder.fail("/batch/", 503, times=1)
+    outcomes = PostHogSink("phc_platform", recorder.url, timeout=2).deliver_batch(
+        [make_event(seq=1), make_event(seq=2)]
+    )
+    assert all(o is not None and o.retryable and "503" in str(o) for o in outcomes)
+    assert recorder.posthog_events() == []
+
+
+def test_memory_batch_writes_one_call_per_container(recorder: Recorder):
+    other = "mentorflow-acme-" + "0" * 32
+    events = [make_event(seq=seq) for seq in range(1, 4)] + [
+        make_event(seq=seq, memory_container=other) for seq in range(1, 3)
+    ]
+    started = make_event("session.started")  # makes no document
+    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch([*events, started])
+    assert outcomes == [None] * 6
+    calls = sorted(r.path for r in recorder.requests if r.method == "POST")
+    assert calls == [
+        f"/ns/{other}/document/batch",
+        f"/ns/mentorflow-acme-{SESSION_ID}/document/batch",
+    ]
+    documents = recorder.memory_documents()
+    assert sorted((d["namespace"], d["id"]) for d in documents) == sorted(
+        (e.payload["memory_container"], f"{SESSION_ID}-{e.payload['seq']}") for e in events
+    )
+
+
+def test_memory_batch_refused_for_good_tries_each_document_alone(recorder: Recorder):
+    recorder.fail("/ns/", 400, times=2)  # the batch, then the first document alone
+    events = [make_event(seq=seq) for seq in range(1, 4)]
+    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch(events)
+    assert outcomes[0] is not None and not outcomes[0].retryable
+    assert outcomes[1:] == [None, None]
+    assert sorted(d["id"] for d in recorder.memory_documents()) == [
+        f"{SESSION_ID}-2",
+        f"{SESSION_ID}-3",
+    ]
+
+
+def test_memory_batch_failing_for_now_is_retried_whole(recorder: Recorder):
+    recorder.fail("/ns/", 500, times=1)
+    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch(
+        [make_event(seq=1), make_event(seq=2)]
+    )
+    assert all(o is not None and o.retryable and "500" in str(o) for o in outcomes)
+
+
+def test_memory_batch_reports_the_documents_supermemory_refused(recorder: Recorder):
+    recorder.refuse_documents({f"{SESSION_ID}-2"}, "content_too_large")
+    events = [make_event(seq=seq) for seq in range(1, 4)]
+    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch(events)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[1] is not None and "content_too_large" in str(outcomes[1])
+    assert outcomes[1].retryable  # the outbox's attempts bound it

@@ -12,6 +12,7 @@ from flask import Flask
 from mentorflow.platform import config as config_module
 from mentorflow.platform.db import install_sqlite_behaviour
 from mentorflow.platform.extensions import api, db, limiter, migrate
+from mentorflow.platform.ratelimit import init_rate_limit
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -43,6 +44,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     api.init_app(app)
     limiter.init_app(app)
+    init_rate_limit(app)
     _register_blueprints(app)
     _register_health(app)
     _init_worker(app)

@@ -95,11 +95,10 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config.setdefault("OPENAPI_VERSION", "3.1.0")
     config.setdefault("OPENAPI_URL_PREFIX", "/v1")
     config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    # Flask-Limiter serves the console's sign-in throttle only; the API's limit is
+    # mentorflow.platform.ratelimit. Empty RATE_LIMIT turns both off.
     config["RATELIMIT_ENABLED"] = bool(config.get("RATE_LIMIT"))
-    config["RATELIMIT_DEFAULT"] = config.get("RATE_LIMIT") or None
-    # Only the public API is limited; the console has its own login throttle.
-    config["RATELIMIT_DEFAULTS_EXEMPT_WHEN"] = _not_api_request
-    # A limiter storage outage (Redis) must not fail learners' requests.
+    # A limiter storage outage (Redis) must not fail sign-ins.
     config["RATELIMIT_SWALLOW_ERRORS"] = True
     config["RATELIMIT_STORAGE_URI"] = config["RATE_LIMIT_STORAGE_URL"]
     config["RATELIMIT_HEADERS_ENABLED"] = True
@@ -107,12 +106,6 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
     config["SESSION_COOKIE_SECURE"] = bool(config.get("SECURE_COOKIES"))
     config["SINKS"] = _as_list(config["SINKS"])
-
-
-def _not_api_request() -> bool:
-    from flask import request
-
-    return not request.path.startswith("/v1/")
 
 
 def _as_list(value: Any) -> list[str]:

@@ -98,10 +98,6 @@ class ProblemApi(Api):
         headers = dict(data.get("headers") or {})
         if error.code == 405 and hasattr(error, "valid_methods") and error.valid_methods:
             headers.setdefault("Allow", ", ".join(error.valid_methods))
-        if error.code == 429 and "Retry-After" not in headers:
-            # Flask-Limiter puts its headers on the exception's own response.
-            retry_after = error.response.headers.get("Retry-After") if error.response else None
-            headers["Retry-After"] = retry_after or "60"
         errors = _field_errors(data)
         problem = data.get("problem") or ("validation" if error.code == 422 and errors else None)
         detail = data.get("message")

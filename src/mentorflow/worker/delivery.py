@@ -121,35 +121,41 @@ def backoff(attempts: int, config: Mapping[str, Any]) -> timedelta:
 
 
 def deliver_claims(claims: list[Claim], sinks: SinkCache) -> BatchResult:
-    """Call each claim's sink and record delivered, retry later, or dead."""
+    """Call the claims' sinks and record delivered, retry later, or dead.
+
+    Claims that can share a sink call (one PostHog batch per project, one Supermemory batch
+    per memory container) go together; the calls of a batch run side by side.
+    """
     config = current_app.config
     max_attempts = int(config["DELIVERY_MAX_ATTEMPTS"])
-    # Sinks are network calls: run a batch's calls side by side, each sink built up front
-    # (building reads the app config) and shared, as the official clients allow.
     outcomes: list[tuple[Claim, str | None, bool]] = []
-    bound: list[tuple[Claim, Sink]] = []
+    groups: dict[tuple[int, str], tuple[Sink, list[Claim]]] = {}
     for claim in claims:
         try:
-            bound.append((claim, sinks.get(claim.sink, claim.event.org, claim.org_settings)))
+            # Built up front (building reads the app config) and shared, as the clients allow.
+            sink = sinks.get(claim.sink, claim.event.org, claim.org_settings)
         except DeliveryFailed as exc:  # e.g. the org's own key cannot be decrypted
             outcomes.append((claim, str(exc), exc.retryable))
-    workers = max(1, min(int(config["DELIVERY_CONCURRENCY"]), len(bound)))
+            continue
+        key = (id(sink), sink.batch_key(claim.event))
+        groups.setdefault(key, (sink, []))[1].append(claim)
+    workers = max(1, min(int(config["DELIVERY_CONCURRENCY"]), len(groups)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes += pool.map(lambda pair: _call_sink(*pair), bound)
+        for group in pool.map(lambda group: _call_sink(*group), groups.values()):
+            outcomes += group
     return record_outcomes(outcomes, max_attempts, config)
 
 
-def _call_sink(claim: Claim, sink: Sink) -> tuple[Claim, str | None, bool]:
+def _call_sink(sink: Sink, claims: list[Claim]) -> list[tuple[Claim, str | None, bool]]:
     try:
-        sink.deliver(claim.event)
-    except DeliveryFailed as exc:
-        return claim, str(exc), exc.retryable
+        failures = sink.deliver_batch([claim.event for claim in claims])
     except Exception as exc:  # a bug in a sink must not stop the batch
-        log.exception(
-            "sink %s crashed on event %s (org %s)", claim.sink, claim.event.id, claim.event.org
-        )
-        return claim, f"{type(exc).__name__}: {exc}", True
-    return claim, None, True
+        log.exception("sink %s crashed on a batch of %d events", sink.name, len(claims))
+        return [(claim, f"{type(exc).__name__}: {exc}", True) for claim in claims]
+    return [
+        (claim, None, True) if failure is None else (claim, str(failure), failure.retryable)
+        for claim, failure in zip(claims, failures, strict=True)
+    ]
 
 
 def record_outcomes(

@@ -24,6 +24,7 @@ import posthog
 import requests
 import supermemory
 from posthog.request import APIError as PostHogAPIError
+from posthog.request import batch_post as posthog_batch_post
 
 from mentorflow.platform.crypto import decrypt_secret
 
@@ -44,6 +45,8 @@ _POSTHOG_PROPERTIES = (
     "seq",
 )
 _MEMORY_METADATA = ("org", "session_id", "flow", "flow_version", "step_id", "phase", "seq")
+#: Documents per ``documents.batch_add`` call (the API takes up to 600).
+MEMORY_BATCH_LIMIT = 600
 #: Bounds ``deliveries.last_error``; a response body can be a whole HTML error page.
 _MAX_ERROR_DETAIL = 300
 
@@ -75,6 +78,15 @@ class Sink(Protocol):
 
     def deliver(self, event: OutboundEvent) -> None:
         """Send ``event``; raise DeliveryFailed if it was not accepted."""
+        ...
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Send ``events`` in as few calls as the service allows; one outcome per event, in order
+        (None: delivered)."""
+        ...
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """Events with the same key can share one call of :meth:`deliver_batch`."""
         ...
 
     def close(self) -> None:
@@ -145,7 +157,8 @@ def render_answer(answer: Any) -> str:
 
 
 class PostHogSink:
-    """Captures each event in PostHog through the official client in sync mode."""
+    """Captures events in PostHog: the official client builds each event, one batch call sends
+    them all (``posthog.request.batch_post``, what the client itself sends with)."""
 
     name = "posthog"
 
@@ -157,36 +170,81 @@ class PostHogSink:
         send_answers: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        self.api_key = api_key
         self.host = host
+        self.timeout = timeout
         self.send_answers = send_answers
-        self._client = _shared_client(
-            ("posthog", api_key, host, timeout),
-            lambda: _new_posthog_client(api_key, host, timeout),
-            close=lambda client: client.shutdown(),
+        self._builder = _shared_client(
+            ("posthog", api_key, host),
+            lambda: _PostHogMessages(api_key, host),
+            close=lambda builder: builder.client.shutdown(),
         )
 
     def deliver(self, event: OutboundEvent) -> None:
         """Capture ``event``; raise DeliveryFailed unless PostHog answered 200."""
+        _raise_first(self.deliver_batch([event]))
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """One batch request takes any of this project's events."""
+        return ""
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Capture ``events`` in one batch request (PostHog dedupes on each event's uuid)."""
+        messages = [
+            self._builder.message(**posthog_capture(event, send_answers=self.send_answers))
+            for event in events
+        ]
         try:
-            sent_uuid = self._client.capture(
-                **posthog_capture(event, send_answers=self.send_answers)
-            )
+            posthog_batch_post(self.api_key, self.host, timeout=self.timeout, batch=messages)
         except PostHogAPIError as exc:
             status = int(exc.status) if str(exc.status).isdigit() else 0
-            raise DeliveryFailed(
+            failure = DeliveryFailed(
                 f"PostHog answered {exc.status}: {_shorten(exc.message)}",
                 retryable=_retryable_status(status, also=(408, 429)),
-            ) from exc
+            )
+            if not failure.retryable and len(events) > 1:
+                # Refused for good: find the events at fault one by one, deliver the others.
+                return [_outcome(self.deliver, event) for event in events]
+            return [failure] * len(events)
         except requests.RequestException as exc:
-            raise DeliveryFailed(
-                f"PostHog at {self.host} is unreachable: {_shorten(str(exc))}"
-            ) from exc
-        if sent_uuid is None:
-            # The client drops an event without raising when it is shut down or disabled.
-            raise DeliveryFailed("The PostHog client did not send the event (see the posthog log).")
+            failure = DeliveryFailed(f"PostHog at {self.host} is unreachable: {_shorten(str(exc))}")
+            return [failure] * len(events)
+        return [None] * len(events)
 
     def close(self) -> None:
         """Release the sink; its client is shared per process (see :func:`close_clients`)."""
+
+
+class _PostHogMessages:
+    """Builds capture messages with the official client, which sends nothing itself.
+
+    ``capture()`` adds what PostHog expects of its Python library (``$lib``, the uuid and
+    timestamp normalised, system context) and hands the finished message to ``before_send``,
+    which keeps it for the batch call.
+    """
+
+    def __init__(self, api_key: str, host: str) -> None:
+        self._kept = threading.local()
+        self.client = posthog.Client(
+            api_key,
+            host=host,
+            send=False,
+            sync_mode=True,
+            before_send=self._keep,
+            # Pinned: the POSTHOG_CAPTURE_MODE variable would otherwise switch the wire format.
+            capture_mode=posthog.CaptureMode.V0,
+        )
+
+    def _keep(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._kept.message = message
+        return message
+
+    def message(self, **capture: Any) -> dict[str, Any]:
+        self._kept.message = None
+        self.client.capture(**capture)
+        if self._kept.message is None:
+            raise DeliveryFailed("The PostHog client built no event (see the posthog log).")
+        return self._kept.message
 
 
 class MemorySink:
@@ -219,20 +277,73 @@ class MemorySink:
         namespace = document.pop("namespace")
         try:
             self._client.add(namespace, **document)
-        except supermemory.APIStatusError as exc:
-            raise DeliveryFailed(
+        except supermemory.SupermemoryError as exc:
+            raise self._failure(exc) from exc
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """One ``batch_add`` call writes to one namespace: the session's memory container."""
+        return str(event.payload.get("memory_container") or "")
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace."""
+        outcomes: list[DeliveryFailed | None] = [None] * len(events)
+        by_namespace: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for index, event in enumerate(events):
+            document = memory_document(event)
+            if document is not None:
+                by_namespace.setdefault(document.pop("namespace"), []).append((index, document))
+        for namespace, documents in by_namespace.items():
+            for start in range(0, len(documents), MEMORY_BATCH_LIMIT):
+                chunk = documents[start : start + MEMORY_BATCH_LIMIT]
+                for (index, _), outcome in zip(
+                    chunk, self._add_batch(namespace, chunk, events), strict=True
+                ):
+                    outcomes[index] = outcome
+        return outcomes
+
+    def _add_batch(
+        self,
+        namespace: str,
+        chunk: list[tuple[int, dict[str, Any]]],
+        events: list[OutboundEvent],
+    ) -> list[DeliveryFailed | None]:
+        if len(chunk) == 1:
+            return [_outcome(self.deliver, events[chunk[0][0]])]
+        try:
+            result = self._client.documents.batch_add(
+                namespace, documents=[document for _, document in chunk]
+            )
+        except supermemory.SupermemoryError as exc:
+            failure = self._failure(exc)
+            if not failure.retryable:
+                # Refused for good: find the documents at fault one by one.
+                return [_outcome(self.deliver, events[index]) for index, _ in chunk]
+            return [failure] * len(chunk)
+        by_id = {item.id: item for item in result.results}
+        outcomes: list[DeliveryFailed | None] = []
+        for _, document in chunk:
+            item = by_id.get(document["id"])
+            if item is None:
+                outcomes.append(DeliveryFailed("Supermemory returned no result for the document."))
+            elif item.status in ("error", "failed"):
+                reason = _shorten(" ".join(filter(None, [item.error, item.details])) or "failed")
+                outcomes.append(DeliveryFailed(f"Supermemory refused the document: {reason}"))
+            else:
+                outcomes.append(None)
+        return outcomes
+
+    def _failure(self, exc: Exception) -> DeliveryFailed:
+        if isinstance(exc, supermemory.APIStatusError):
+            return DeliveryFailed(
                 f"Supermemory answered {exc.status_code}: {_shorten(exc.body)}",
                 # The official client's own retry rule: 408, 409, 429 and 5xx are transient.
                 retryable=_retryable_status(exc.status_code, also=(408, 409, 429)),
-            ) from exc
-        except supermemory.APIConnectionError as exc:
+            )
+        if isinstance(exc, supermemory.APIConnectionError):
             # The compat error says only "Connection error."; httpx's cause says what failed.
             reason = _shorten(str(exc.__cause__ or exc))
-            raise DeliveryFailed(
-                f"Supermemory at {self.base_url} is unreachable: {reason}"
-            ) from exc
-        except supermemory.SupermemoryError as exc:
-            raise DeliveryFailed(f"Supermemory call failed: {_shorten(str(exc))}") from exc
+            return DeliveryFailed(f"Supermemory at {self.base_url} is unreachable: {reason}")
+        return DeliveryFailed(f"Supermemory call failed: {_shorten(str(exc))}")
 
     def close(self) -> None:
         """Release the sink; its client is shared per process (see :func:`close_clients`)."""
@@ -269,6 +380,14 @@ class JsonLinesSink:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """Lines are appended one by one; any events can go together."""
+        return ""
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Append one line per event."""
+        return [_outcome(self.deliver, event) for event in events]
 
     def close(self) -> None:
         """Release the sink; it holds nothing between deliveries."""
@@ -350,26 +469,6 @@ def _file_sink(
     return JsonLinesSink(name, Path(config["INSTANCE_PATH"]) / f"outbox-{name}.jsonl", request_for)
 
 
-def _new_posthog_client(api_key: str, host: str, timeout: float) -> posthog.Client:
-    client = posthog.Client(
-        api_key,
-        host=host,
-        # One blocking request per capture, so its outcome is this delivery's outcome.
-        sync_mode=True,
-        # The outbox's backoff retries; the client's would hide attempts from it.
-        max_retries=0,
-        timeout=timeout,
-        # Pinned: the POSTHOG_CAPTURE_MODE variable would otherwise switch the wire protocol.
-        capture_mode=posthog.CaptureMode.V0,
-    )
-    # capture() logs and swallows errors unless ``debug`` is on, and then it re-raises them
-    # (APIError with the HTTP status, requests' errors for the network). Set after
-    # construction: debug=True there would also call logging.basicConfig() and put the shared
-    # "posthog" logger at DEBUG, which logs every payload, answers included.
-    client.debug = True
-    return client
-
-
 _clients: dict[tuple[Any, ...], tuple[Any, Callable[[Any], None]]] = {}
 _clients_lock = threading.Lock()
 
@@ -393,6 +492,22 @@ def _forget_clients_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_clients_after_fork)
+
+
+def _outcome(
+    deliver: Callable[[OutboundEvent], None], event: OutboundEvent
+) -> DeliveryFailed | None:
+    try:
+        deliver(event)
+    except DeliveryFailed as exc:
+        return exc
+    return None
+
+
+def _raise_first(outcomes: list[DeliveryFailed | None]) -> None:
+    for outcome in outcomes:
+        if outcome is not None:
+            raise outcome
 
 
 def _retryable_status(status: int, *, also: tuple[int, ...]) -> bool:
