@@ -32,9 +32,47 @@ def pool() -> ConnectionPool:
     return _pool
 
 
+_read_pool: ConnectionPool | None = None
+
+
+def read_pool() -> ConnectionPool:
+    global _read_pool
+    if _read_pool is None:
+        url = os.environ["MENTORFLOW_DATABASE_URL"].replace(
+            "postgresql+psycopg://", "postgresql://"
+        )
+        _read_pool = ConnectionPool(
+            url, min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
+        )
+    return _read_pool
+
+
 @floor.get("/hello")
 def hello() -> Response:
     return Response('{"hello": "world"}', mimetype="application/json")
+
+
+@floor.get("/orgs/<org>/sessions/<session_id>")
+def floor_session(org: str, session_id: str) -> Response:
+    """The conditional GET in raw SQL: one autocommit SELECT, then 304 when the ETag matches."""
+    token = request.headers["Authorization"].removeprefix("Bearer ")
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    with read_pool().connection() as conn:
+        row = conn.execute(
+            "SELECT s.version, s.token_hash FROM learner_sessions s JOIN orgs o ON "
+            "o.id = s.org_id WHERE s.id = %s AND o.slug = %s",
+            (session_id, org),
+        ).fetchone()
+    version, stored_hash = row
+    assert stored_hash == token_hash
+    etag = f'"{version}"'
+    if request.headers.get("If-None-Match") == etag:
+        return Response(status=304, headers={"ETag": etag})
+    return Response(
+        json.dumps({"session": {"id": session_id, "version": version}}),
+        mimetype="application/json",
+        headers={"ETag": etag},
+    )
 
 
 @floor.post("/orgs/<org>/sessions/<session_id>/steps")

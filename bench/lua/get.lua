@@ -1,7 +1,7 @@
 -- GET …/sessions/{id}, with If-None-Match "1" (304) or without (200), over fresh sessions.
--- wrk -t C -c C -s get.lua URL -- SESSIONS_FILE etag|plain
+-- wrk -t C -c C -s get.lua URL -- SESSIONS_FILE etag|plain [PATH_PREFIX]
 function init(args)
-  sessions, index, etag = {}, 0, args[2] == "etag"
+  sessions, index, etag, prefix = {}, 0, args[2] == "etag", args[3] or "/v1"
   for line in io.lines(args[1]) do table.insert(sessions, line) end
 end
 
@@ -10,7 +10,7 @@ function request()
   local session_id, token = sessions[index]:match("(%S+) (%S+)")
   local headers = { ["Authorization"] = "Bearer " .. token }
   if etag then headers["If-None-Match"] = '"1"' end
-  return wrk.format("GET", "/v1/orgs/bench/sessions/" .. session_id, headers)
+  return wrk.format("GET", prefix .. "/orgs/bench/sessions/" .. session_id, headers)
 end
 
 function done(summary, latency, requests)
