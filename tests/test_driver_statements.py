@@ -110,3 +110,41 @@ def test_a_stored_idempotent_response_reads_back_as_stored(ctx, create_org, publ
     assert stored is not None
     assert stored.status_code == 200 and stored.response_body == first.json
     assert idempotency.find_stored(keys.org.id, walker.session_id, "k-2") is None
+
+
+def test_after_the_database_drops_its_connections_one_request_fails_then_all_work(
+    ctx, backend, create_org, publish_flow, learner
+):
+    if backend != "postgresql":
+        return  # SQLite has no server to restart
+    keys = create_org("driver-restart")
+    publish_flow(keys.org, SMALL_FLOW)
+    walker = learner(keys)
+    walker.start("onboarding")
+    assert walker.answer("phase-1-step-1", None).status_code == 200
+    db.session.rollback()
+    db.session.remove()
+    # A pool of several idle connections, as a busy process has.
+    held = [db.engine.connect() for _ in range(4)]
+    for connection in held:
+        connection.execute(sa.text("SELECT 1"))
+        connection.close()
+    # What a server restart does to the pool: every connection it holds is gone.
+    with db.engine.connect() as admin:
+        admin.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    db.session.remove()
+    outcomes = []
+    for _ in range(5):
+        try:
+            outcomes.append(walker.get().status_code)
+        except sa.exc.OperationalError:  # the test client re-raises what would be a 500
+            outcomes.append("lost connection")
+    assert outcomes[0] in (200, "lost connection")
+    assert outcomes[1:] == [200] * 4
+    after = walker.answer("phase-1-step-2", "new")
+    assert after.status_code == 200 and after.json["session"]["version"] == 3

@@ -75,3 +75,19 @@ def test_a_limiter_outage_lets_learners_through(tmp_path, caplog):
     logging.getLogger("mentorflow.platform.ratelimit").removeHandler(caplog.handler)
     with app.app_context():
         db.engine.dispose()
+
+
+def test_console_sign_in_is_throttled_per_address(tmp_path):
+    app, _ = busy_app(tmp_path, RATE_LIMIT="1000 per minute", WTF_CSRF_ENABLED=False)
+    client = app.test_client()
+    form = {"email": "nobody@example.org", "password": "wrong"}
+    statuses = [client.post("/admin/login", data=form).status_code for _ in range(11)]
+    assert statuses == [401] * 10 + [429]
+    limited = client.post("/admin/login", data=form)
+    assert limited.status_code == 429
+    assert "Too many sign-in attempts" in limited.get_data(as_text=True)
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    # Reading the sign-in page is not an attempt, and the API has its own budget.
+    assert client.get("/admin/login").status_code == 200
+    with app.app_context():
+        db.engine.dispose()

@@ -13,7 +13,8 @@ from werkzeug.security import check_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Email
 
-from mentorflow.platform.extensions import db, limiter
+from mentorflow.platform.extensions import db
+from mentorflow.platform.ratelimit import throttle
 from mentorflow.tenants.models import StaffUser
 
 bp = Blueprint("console_auth", __name__, url_prefix="/admin", template_folder="templates")
@@ -54,13 +55,14 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(
-    "10 per minute",
-    methods=["POST"],
-    error_message="Too many sign-in attempts; wait a minute and try again.",
-)
 def login() -> Any:
     """Sign a staff member in."""
+    if request.method == "POST":
+        throttle(
+            "10 per minute",
+            "console-login",
+            "Too many sign-in attempts; wait a minute and try again.",
+        )
     form = LoginForm()
     status = 200
     if form.validate_on_submit():

@@ -48,7 +48,8 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, V
 from mentorflow.admin.access import ROLE_RANK, ConsoleView, Seat, for_org, requires, seat
 from mentorflow.admin.auth import StaffLogin
 from mentorflow.platform.db import begin_write, utcnow
-from mentorflow.platform.extensions import db, limiter
+from mentorflow.platform.extensions import db
+from mentorflow.platform.ratelimit import throttle
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
 from mentorflow.worker.sinks import (
@@ -930,18 +931,20 @@ class InvitationView(BaseView):
         status = 200
         if form.is_submitted():
             # Throttled like sign-in: the existing-account form checks a password.
-            with limiter.limit(
-                "10 per minute", error_message="Too many attempts; wait a minute and try again."
-            ):
-                status = 422
-                if form.validate():
-                    if isinstance(form, ExistingStaffForm) and not check_password_hash(
-                        user.password_hash, form.password.data
-                    ):
-                        form.password.errors = ["That is not the password of this account."]
-                        status = 401
-                    else:
-                        return self._join(token, form, invitation)
+            throttle(
+                "10 per minute",
+                "console-join",
+                "Too many attempts; wait a minute and try again.",
+            )
+            status = 422
+            if form.validate():
+                if isinstance(form, ExistingStaffForm) and not check_password_hash(
+                    user.password_hash, form.password.data
+                ):
+                    form.password.errors = ["That is not the password of this account."]
+                    status = 401
+                else:
+                    return self._join(token, form, invitation)
         return render_template(
             "console/settings/invite.html",
             org=org,

@@ -11,7 +11,7 @@ from flask import Flask
 
 from mentorflow.platform import config as config_module
 from mentorflow.platform.db import install_sqlite_behaviour
-from mentorflow.platform.extensions import api, db, limiter, migrate
+from mentorflow.platform.extensions import api, db, migrate
 from mentorflow.platform.ratelimit import init_rate_limit
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -43,7 +43,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True
     )
     api.init_app(app)
-    limiter.init_app(app)
     init_rate_limit(app)
     _register_blueprints(app)
     _register_health(app)

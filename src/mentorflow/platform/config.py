@@ -67,7 +67,7 @@ def default_instance_path() -> Path:
 
 
 def finalize(config: dict[str, Any], instance_path: Path) -> None:
-    """Derive the library settings (SQLAlchemy, smorest, limiter) from ours."""
+    """Derive the library settings (SQLAlchemy, smorest, cookies) from ours."""
     if not config.get("DATABASE_URL"):
         config["DATABASE_URL"] = f"sqlite:///{instance_path / 'mentorflow.db'}"
     url = str(config["DATABASE_URL"])
@@ -95,13 +95,6 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config.setdefault("OPENAPI_VERSION", "3.1.0")
     config.setdefault("OPENAPI_URL_PREFIX", "/v1")
     config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
-    # Flask-Limiter serves the console's sign-in throttle only; the API's limit is
-    # mentorflow.platform.ratelimit. Empty RATE_LIMIT turns both off.
-    config["RATELIMIT_ENABLED"] = bool(config.get("RATE_LIMIT"))
-    # A limiter storage outage (Redis) must not fail sign-ins.
-    config["RATELIMIT_SWALLOW_ERRORS"] = True
-    config["RATELIMIT_STORAGE_URI"] = config["RATE_LIMIT_STORAGE_URL"]
-    config["RATELIMIT_HEADERS_ENABLED"] = True
     config["SESSION_COOKIE_HTTPONLY"] = True
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
     config["SESSION_COOKIE_SECURE"] = bool(config.get("SECURE_COOKIES"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -146,37 +148,57 @@ class DriverStatement:
     def execute(self, connection: sa.Connection, params: dict[str, Any]) -> int:
         """Run the statement with ``params``; return the number of rows it changed."""
         compiled = self._compile(connection.dialect)
-        cursor = connection.connection.cursor()
-        try:
+        with _driver_cursor(connection, compiled.sql, params) as cursor:
             cursor.execute(compiled.sql, compiled.bind(params))
             return cursor.rowcount
-        finally:
-            cursor.close()
 
     def executemany(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
         """Run the statement once per parameter set in ``rows``."""
         compiled = self._compile(connection.dialect)
-        cursor = connection.connection.cursor()
-        try:
+        with _driver_cursor(connection, compiled.sql, rows) as cursor:
             cursor.executemany(compiled.sql, [compiled.bind(row) for row in rows])
-        finally:
-            cursor.close()
 
     def first(self, connection: sa.Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         """Run a SELECT; return its first row as ``{column key: value}``, or None."""
         compiled = self._compile(connection.dialect)
-        cursor = connection.connection.cursor()
-        try:
+        with _driver_cursor(connection, compiled.sql, params) as cursor:
             cursor.execute(compiled.sql, compiled.bind(params))
             row = cursor.fetchone()
-        finally:
-            cursor.close()
         if row is None:
             return None
         return {
             key: value if process is None else process(value)
             for (key, process), value in zip(compiled.columns, row, strict=True)
         }
+
+
+@contextmanager
+def _driver_cursor(connection: sa.Connection, sql: str, params: Any) -> Iterator[Any]:
+    """A cursor of ``connection``'s driver connection; driver errors come out as SQLAlchemy's.
+
+    As for SQLAlchemy's own statements, a lost connection is invalidated along with the pooled
+    ones (the server restarted): one request fails, the next ones get new connections.
+    """
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        yield cursor
+    except dialect.loaded_dbapi.Error as exc:
+        disconnect = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+        if disconnect:
+            connection.invalidate(exc)
+            connection.engine.pool.dispose()
+        raise sa.exc.DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=disconnect,
+            dialect=dialect,
+        ) from exc
+    finally:
+        with suppress(dialect.loaded_dbapi.Error):
+            cursor.close()
 
 
 class _Compiled:

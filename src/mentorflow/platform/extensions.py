@@ -1,7 +1,5 @@
 """Extensions, created unbound and bound to the app in ``create_app``."""
 
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
@@ -11,4 +9,3 @@ from mentorflow.platform.errors import ProblemApi
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 api = ProblemApi()
-limiter = Limiter(key_func=get_remote_address)

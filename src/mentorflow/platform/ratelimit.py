@@ -1,9 +1,14 @@
-"""The public API's rate limit: ``MENTORFLOW_RATE_LIMIT`` requests per client address.
+"""Rate limits per client address, counted with the ``limits`` library.
 
-Counted with the ``limits`` library (the engine under Flask-Limiter) in a ``before_request``
-hook: one counter increment per API request. Flask-Limiter's own per-request route and
-exemption resolution cost more than the step commit's SQL statements (``bench/README.md``);
-the console's sign-in throttle, which is per route, stays with Flask-Limiter.
+The public API (``/v1/``) allows ``MENTORFLOW_RATE_LIMIT`` requests per address: one counter
+increment in a ``before_request`` hook, a problem+json 429 with ``Retry-After`` past it. The
+console throttles its password forms with :func:`throttle`. Counters live in
+``MENTORFLOW_RATE_LIMIT_STORAGE_URL`` (``memory://`` per process, ``redis://…`` shared);
+an empty ``MENTORFLOW_RATE_LIMIT`` turns both off.
+
+``limits`` is the engine under Flask-Limiter. Flask-Limiter itself resolved routes, exemptions
+and headers on every request of the app, which cost more than the step commit's SQL statements
+(``bench/README.md``); an increment is all these limits need.
 """
 
 from __future__ import annotations
@@ -12,58 +17,82 @@ import logging
 import math
 import time
 
-from flask import Flask, request
-from limits import parse
-from limits.storage import storage_from_string
+from flask import Flask, current_app, request
+from limits import RateLimitItem, parse
+from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
+from werkzeug.exceptions import TooManyRequests
 
 from mentorflow.platform.errors import abort
 
 log = logging.getLogger(__name__)
 
-#: Paths under the limit: the learner and jobs APIs.
+#: Paths under the API's limit: the learner and jobs APIs.
 API_PREFIX = "/v1/"
-_NAMESPACE = "mentorflow-api"
 #: After a storage error, let requests through unchecked for this long (then try again).
 STORAGE_RETRY_SECONDS = 5.0
 
 
-class ApiRateLimit:
-    """A fixed window per client address, shared by every process using the same storage."""
+class RateLimit:
+    """``limit`` (such as ``"10 per minute"``) per key in a fixed window, under ``scope``."""
 
-    def __init__(self, limit: str, storage_url: str) -> None:
-        self.item = parse(limit)
-        self.limiter = FixedWindowRateLimiter(storage_from_string(storage_url))
+    def __init__(self, limit: str | RateLimitItem, storage: Storage, scope: str) -> None:
+        self.item = parse(limit) if isinstance(limit, str) else limit
+        self.scope = scope
+        self._limiter = FixedWindowRateLimiter(storage)
         self._storage_down_until = 0.0
 
-    def check(self) -> None:
-        """Count this request; answer 429 with Retry-After when the client is over its limit."""
-        if not request.path.startswith(API_PREFIX) or time.monotonic() < self._storage_down_until:
-            return
-        client = request.remote_addr or "unknown"
+    def hit(self, key: str) -> int | None:
+        """Count one request for ``key``; return the seconds to wait if it is over the limit.
+
+        A storage outage (Redis down) lets requests through, logged, rather than failing them.
+        """
+        if time.monotonic() < self._storage_down_until:
+            return None
         try:
-            allowed = self.limiter.hit(self.item, _NAMESPACE, client)
-            if allowed:
-                return
-            reset_time, _ = self.limiter.get_window_stats(self.item, _NAMESPACE, client)
+            if self._limiter.hit(self.item, self.scope, key):
+                return None
+            reset_time, _ = self._limiter.get_window_stats(self.item, self.scope, key)
         except Exception:
-            # A limiter outage (Redis down) must not fail learners' requests.
             self._storage_down_until = time.monotonic() + STORAGE_RETRY_SECONDS
             log.exception("rate-limit storage failed; requests pass unchecked for a while")
-            return
-        retry_after = max(1, math.ceil(reset_time - time.time()))
-        abort(
-            429,
-            message=f"Too many requests: the limit is {self.item}. Retry in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
-        )
+            return None
+        return max(1, math.ceil(reset_time - time.time()))
 
 
 def init_rate_limit(app: Flask) -> None:
-    """Limit the API when ``RATE_LIMIT`` is set (it is by default)."""
-    limit = app.config.get("RATE_LIMIT")
-    if not limit:
+    """Open the counters' storage; limit the API when ``RATE_LIMIT`` is set (the default)."""
+    storage = storage_from_string(app.config["RATE_LIMIT_STORAGE_URL"])
+    app.extensions["mentorflow_rate_limits"] = {"storage": storage}
+    if not app.config.get("RATE_LIMIT"):
         return
-    rate_limit = ApiRateLimit(limit, app.config["RATE_LIMIT_STORAGE_URL"])
-    app.extensions["mentorflow_rate_limit"] = rate_limit
-    app.before_request(rate_limit.check)
+    api_limit = RateLimit(app.config["RATE_LIMIT"], storage, "api")
+
+    @app.before_request
+    def _limit_api() -> None:
+        if not request.path.startswith(API_PREFIX):
+            return
+        retry_after = api_limit.hit(request.remote_addr or "unknown")
+        if retry_after is not None:
+            abort(
+                429,
+                message=f"Too many requests: the limit is {api_limit.item}. "
+                f"Retry in {retry_after} s.",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+
+def throttle(limit: str, scope: str, message: str) -> None:
+    """Count an attempt from this address under ``scope``; 429 with ``message`` past ``limit``.
+
+    For console forms that check a password (sign-in, joining with an existing account).
+    """
+    if not current_app.config.get("RATE_LIMIT"):
+        return
+    limits = current_app.extensions["mentorflow_rate_limits"]
+    rate_limit = limits.get((limit, scope))
+    if rate_limit is None:
+        rate_limit = limits[(limit, scope)] = RateLimit(limit, limits["storage"], scope)
+    retry_after = rate_limit.hit(request.remote_addr or "unknown")
+    if retry_after is not None:
+        raise TooManyRequests(description=message, retry_after=retry_after)
