@@ -19,32 +19,19 @@ from psycopg_pool import ConnectionPool
 from mentorflow.platform.app import create_app
 
 floor = Blueprint("bench", __name__, url_prefix="/bench")
-_pool: ConnectionPool | None = None
+_pools: dict[bool, ConnectionPool] = {}
 
 
-def pool() -> ConnectionPool:
-    global _pool
-    if _pool is None:
+def pool(*, autocommit: bool = False) -> ConnectionPool:
+    """The floor's own psycopg pool (autocommit for single-statement reads)."""
+    if autocommit not in _pools:
         url = os.environ["MENTORFLOW_DATABASE_URL"].replace(
             "postgresql+psycopg://", "postgresql://"
         )
-        _pool = ConnectionPool(url, min_size=1, max_size=4, open=True)
-    return _pool
-
-
-_read_pool: ConnectionPool | None = None
-
-
-def read_pool() -> ConnectionPool:
-    global _read_pool
-    if _read_pool is None:
-        url = os.environ["MENTORFLOW_DATABASE_URL"].replace(
-            "postgresql+psycopg://", "postgresql://"
+        _pools[autocommit] = ConnectionPool(
+            url, min_size=1, max_size=4, open=True, kwargs={"autocommit": autocommit}
         )
-        _read_pool = ConnectionPool(
-            url, min_size=1, max_size=4, open=True, kwargs={"autocommit": True}
-        )
-    return _read_pool
+    return _pools[autocommit]
 
 
 @floor.get("/hello")
@@ -57,7 +44,7 @@ def floor_session(org: str, session_id: str) -> Response:
     """The conditional GET in raw SQL: one autocommit SELECT, then 304 when the ETag matches."""
     token = request.headers["Authorization"].removeprefix("Bearer ")
     token_hash = hashlib.sha256(token.encode()).hexdigest()
-    with read_pool().connection() as conn:
+    with pool(autocommit=True).connection() as conn:
         row = conn.execute(
             "SELECT s.version, s.token_hash FROM learner_sessions s JOIN orgs o ON "
             "o.id = s.org_id WHERE s.id = %s AND o.slug = %s",

@@ -195,6 +195,22 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s")
 
 
+def step_request(session_id: str, token: str, step: int, prefix: str, host: str) -> bytes:
+    """Return the POST answering step ``step`` (0-based) of a bench session."""
+    body = json.dumps({"step_id": f"phase-1-step-{step + 1}", "answer": ANSWERS[step % 4]})
+    return build_request(
+        "POST",
+        f"{prefix}/orgs/bench/sessions/{session_id}/steps",
+        host,
+        {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": f"{session_id}-{step}",
+        },
+        body.encode(),
+    )
+
+
 def step_walker(pairs: list[tuple[str, str]], connections: int, prefix: str, port: int):
     """Return a request factory: each connection walks its sessions step by step."""
     sessions = iter(pairs)
@@ -211,20 +227,7 @@ def step_walker(pairs: list[tuple[str, str]], connections: int, prefix: str, por
             current = state[index] = [session_id, token, 0]
         session_id, token, step = current
         current[2] += 1
-        body = json.dumps(
-            {"step_id": f"phase-1-step-{step + 1}", "answer": ANSWERS[step % 4]}
-        ).encode()
-        return build_request(
-            "POST",
-            f"{prefix}/orgs/bench/sessions/{session_id}/steps",
-            host,
-            {
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Idempotency-Key": f"{session_id}-{step}",
-            },
-            body,
-        )
+        return step_request(session_id, token, step, prefix, host)
 
     return factory
 
@@ -239,20 +242,7 @@ def round_robin_walker(pairs: list[tuple[str, str]], prefix: str, port: int):
         step = index // len(pairs)
         if step >= STEPS:
             return None
-        body = json.dumps(
-            {"step_id": f"phase-1-step-{step + 1}", "answer": ANSWERS[step % 4]}
-        ).encode()
-        return build_request(
-            "POST",
-            f"{prefix}/orgs/bench/sessions/{session_id}/steps",
-            host,
-            {
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Idempotency-Key": f"{session_id}-{step}",
-            },
-            body,
-        )
+        return step_request(session_id, token, step, prefix, host)
 
     return factory
 
