@@ -26,6 +26,7 @@ from mentorflow.platform.auth import CredentialKind, check_session_token, requir
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import WriteTransaction, write_transaction
 from mentorflow.platform.tenancy import current_org, scope_blueprint_to_org
 
 blp = Blueprint(
@@ -52,14 +53,18 @@ def _session_etag(session_version: int) -> str:
     return f'"{session_version}"'
 
 
-def _load_session(session_id: str, *, for_update: bool = False) -> services.SessionRecord:
-    """Load the URL's session for a secret key or that session's own token; 404 otherwise."""
+def _load_session(
+    session_id: str, transaction: WriteTransaction | None = None
+) -> services.SessionRecord:
+    """Load the URL's session for a secret key or that session's own token; 404 otherwise.
+
+    In a ``transaction``, the session's row is locked until it ends.
+    """
     credential = require(*SESSION_READERS)
     session = None
     if SESSION_ID.match(session_id):
-        if for_update:
-            begin_write(db.session)
-            session = services.lock_session(current_org.id, session_id)
+        if transaction:
+            session = services.lock_session(current_org.id, session_id, transaction.connection)
         else:
             session = services.find_session(current_org.id, session_id)
     if credential.kind == CredentialKind.SESSION:
@@ -159,53 +164,66 @@ class SessionSteps(MethodView):
                     "headers.Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]
                 },
             )
-        session = _load_session(session_id, for_update=True)
-        if key is not None:
-            fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
-            stored = idempotency.find_stored(current_org.id, session_id, key)
-            if stored is not None:
-                if stored.request_hash != fingerprint:
-                    abort(
-                        422,
-                        problem="idempotency-key-reused",
-                        message="This Idempotency-Key was used with a different request body.",
-                        errors={"headers.Idempotency-Key": ["was used with another body"]},
-                    )
-                return _state_response(
-                    stored.response_body, stored.status_code, Idempotent_Replayed="true"
-                )
-        stale_step = (
-            submission["step_id"] != session.current_step_id
-            or session.status == SessionStatus.COMPLETED
-        )
-        # A stale step is a 409 carrying the state to re-render (commit_step raises it), even
-        # when If-Match is stale too; 412 is for the right step at another version.
-        if (
-            not stale_step
-            and request.if_match
-            and not _etag_matches(request.if_match, str(session.version))
-        ):
-            abort(
-                412,
-                problem="version-mismatch",
-                message=f"The session is at version {session.version}; If-Match did not match.",
-            )
-        try:
-            services.commit_step(
-                current_org, session, submission["step_id"], submission.get("answer")
-            )
-        except services.SessionClosed as exc:
-            _conflict(exc, "session-closed")
-        except services.StepConflict as exc:
-            _conflict(exc, "step-conflict")
-        except AnswerError as exc:
-            db.session.rollback()
-            abort(422, message="The answer is not valid for this step.", errors=exc.errors)
-        body = services.session_state(current_org, session)
-        if key is not None:
-            idempotency.store_response(current_org.id, session_id, key, fingerprint, 200, body)
-        db.session.commit()
+        with write_transaction() as transaction:
+            body = _answer_step(transaction, session_id, submission, key)
+        if isinstance(body, Response):  # an idempotent replay
+            return body
         return _state_response(body)
+
+
+def _answer_step(
+    transaction: WriteTransaction, session_id: str, submission: dict[str, Any], key: str | None
+) -> dict[str, Any] | Response:
+    """Commit the step in ``transaction``; return the new state (or the replayed response)."""
+    connection = transaction.connection
+    session = _load_session(session_id, transaction)
+    if key is not None:
+        fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
+        stored = idempotency.find_stored(current_org.id, session_id, key, connection)
+        if stored is not None:
+            if stored.request_hash != fingerprint:
+                abort(
+                    422,
+                    problem="idempotency-key-reused",
+                    message="This Idempotency-Key was used with a different request body.",
+                    errors={"headers.Idempotency-Key": ["was used with another body"]},
+                )
+            return _state_response(
+                stored.response_body, stored.status_code, Idempotent_Replayed="true"
+            )
+    stale_step = (
+        submission["step_id"] != session.current_step_id
+        or session.status == SessionStatus.COMPLETED
+    )
+    # A stale step is a 409 carrying the state to re-render (commit_step raises it), even
+    # when If-Match is stale too; 412 is for the right step at another version.
+    if (
+        not stale_step
+        and request.if_match
+        and not _etag_matches(request.if_match, str(session.version))
+    ):
+        abort(
+            412,
+            problem="version-mismatch",
+            message=f"The session is at version {session.version}; If-Match did not match.",
+        )
+    try:
+        services.commit_step(
+            current_org, session, submission["step_id"], submission.get("answer"), transaction
+        )
+    except services.SessionClosed as exc:
+        _conflict(exc, "session-closed")
+    except services.StepConflict as exc:
+        _conflict(exc, "step-conflict")
+    except AnswerError as exc:
+        # Raised before anything was written; leaving the block rolls back anyway.
+        abort(422, message="The answer is not valid for this step.", errors=exc.errors)
+    body = services.session_state(current_org, session)
+    if key is not None:
+        idempotency.store_response(
+            current_org.id, session_id, key, fingerprint, 200, body, connection
+        )
+    return body
 
 
 @blp.route("/sessions/<session_id>/back")
@@ -215,17 +233,17 @@ class SessionBack(MethodView):
     @blp.alt_response(409, description="The step was not completed in this session")
     def post(self, target: dict[str, Any], org: str, session_id: str) -> Any:
         """Go back to a step the session already completed; answers are kept."""
-        session = _load_session(session_id, for_update=True)
-        try:
-            services.go_back(current_org, session, target["step_id"])
-        except services.SessionClosed as exc:
-            _conflict(exc, "session-closed")
-        except services.StepConflict as exc:
-            _conflict(exc, "step-conflict")
-        except services.UnknownStep:
-            abort(422, errors={"step_id": [f"unknown step '{target['step_id']}'"]})
-        body = services.session_state(current_org, session)
-        db.session.commit()
+        with write_transaction() as transaction:
+            session = _load_session(session_id, transaction)
+            try:
+                services.go_back(current_org, session, target["step_id"], transaction)
+            except services.SessionClosed as exc:
+                _conflict(exc, "session-closed")
+            except services.StepConflict as exc:
+                _conflict(exc, "step-conflict")
+            except services.UnknownStep:
+                abort(422, errors={"step_id": [f"unknown step '{target['step_id']}'"]})
+            body = services.session_state(current_org, session)
         return _state_response(body)
 
 

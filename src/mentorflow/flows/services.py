@@ -24,7 +24,7 @@ from mentorflow.flows.models import (
 from mentorflow.platform.auth import SESSION_TOKEN_PREFIX, generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
-from mentorflow.platform.outbox import EventType, emit_event
+from mentorflow.platform.outbox import EventType, WriteTransaction, emit_event
 from mentorflow.tenants.models import Org
 
 SESSION_ID_RE = r"^[0-9a-f]{32}$"
@@ -377,16 +377,20 @@ def _record(row: dict[str, Any] | None) -> SessionRecord | None:
     return SessionRecord(**row, flow_version=version_info(row["flow_version_id"], checksum))
 
 
-def lock_session(org_id: int, session_id: str) -> SessionRecord | None:
+def lock_session(
+    org_id: int, session_id: str, connection: sa.Connection | None = None
+) -> SessionRecord | None:
     """Return the org's session, its row locked until the transaction ends."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(_LOCK_SESSION.first(db.session.connection(), params))
+    return _record(_LOCK_SESSION.first(connection or db.session.connection(), params))
 
 
-def find_session(org_id: int, session_id: str) -> SessionRecord | None:
+def find_session(
+    org_id: int, session_id: str, connection: sa.Connection | None = None
+) -> SessionRecord | None:
     """Return the org's session."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(_FIND_SESSION.first(db.session.connection(), params))
+    return _record(_FIND_SESSION.first(connection or db.session.connection(), params))
 
 
 def session_record(session: LearnerSession) -> SessionRecord:
@@ -397,8 +401,17 @@ def session_record(session: LearnerSession) -> SessionRecord:
     return found
 
 
-def commit_step(org: Org, session: SessionRecord, step_id: str, answer: Any) -> SessionRecord:
-    """Answer the current step and move on; raise on a stale step or an invalid answer."""
+def commit_step(
+    org: Org,
+    session: SessionRecord,
+    step_id: str,
+    answer: Any,
+    transaction: WriteTransaction | None = None,
+) -> SessionRecord:
+    """Answer the current step and move on; raise on a stale step or an invalid answer.
+
+    Writes in ``transaction``, else in the ORM session's transaction.
+    """
     if session.status == SessionStatus.COMPLETED:
         raise SessionClosed(session, "This session is completed and takes no more answers.")
     if step_id != session.current_step_id:
@@ -424,7 +437,9 @@ def commit_step(org: Org, session: SessionRecord, step_id: str, answer: Any) -> 
     session.current_step_id = next_step_id
     session.status = SessionStatus.ACTIVE if next_step_id else SessionStatus.COMPLETED
     session.completed_at = None if next_step_id else now
+    connection = transaction.connection if transaction else db.session.connection()
     _save_move(
+        connection,
         org,
         session,
         now,
@@ -443,18 +458,30 @@ def commit_step(org: Org, session: SessionRecord, step_id: str, answer: Any) -> 
         key=step.get("key"),
         answer=value,
     )
-    emit_event(org.id, EventType.STEP_COMPLETED, payload, session_id=session.id)
+    emit_event(
+        org.id,
+        EventType.STEP_COMPLETED,
+        payload,
+        session_id=session.id,
+        transaction=transaction,
+    )
     if next_step_id is None:
         emit_event(
             org.id,
             EventType.SESSION_COMPLETED,
             _event_payload(org, session, now),
             session_id=session.id,
+            transaction=transaction,
         )
     return session
 
 
-def go_back(org: Org, session: SessionRecord, step_id: str) -> SessionRecord:
+def go_back(
+    org: Org,
+    session: SessionRecord,
+    step_id: str,
+    transaction: WriteTransaction | None = None,
+) -> SessionRecord:
     """Move the session back to a step it already completed; answers are kept."""
     if session.status == SessionStatus.COMPLETED:
         raise SessionClosed(session, "This session is completed; it cannot go back.")
@@ -468,6 +495,7 @@ def go_back(org: Org, session: SessionRecord, step_id: str) -> SessionRecord:
     session.current_step_id = step_id
     session.status = SessionStatus.ACTIVE
     _save_move(
+        transaction.connection if transaction else db.session.connection(),
         org,
         session,
         utcnow(),
@@ -480,6 +508,7 @@ def go_back(org: Org, session: SessionRecord, step_id: str) -> SessionRecord:
 
 
 def _save_move(
+    connection: sa.Connection,
     org: Org,
     session: SessionRecord,
     now: datetime,
@@ -495,7 +524,6 @@ def _save_move(
         session.status = SessionStatus.ACTIVE
     session.version += 1
     session.updated_at = now
-    connection = db.session.connection()
     _UPDATE_SESSION.execute(
         connection,
         {

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import enum
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,22 +146,37 @@ class DriverStatement:
     def execute(self, connection: sa.Connection, params: dict[str, Any]) -> int:
         """Run the statement with ``params``; return the number of rows it changed."""
         compiled = self._compile(connection.dialect)
-        with _driver_cursor(connection, compiled.sql, params) as cursor:
+        cursor = connection.connection.driver_connection.cursor()
+        try:
             cursor.execute(compiled.sql, compiled.bind(params))
             return cursor.rowcount
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise _driver_error(connection, exc, cursor, compiled.sql, params) from exc
+        finally:
+            cursor.close()
 
     def executemany(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
         """Run the statement once per parameter set in ``rows``."""
         compiled = self._compile(connection.dialect)
-        with _driver_cursor(connection, compiled.sql, rows) as cursor:
+        cursor = connection.connection.driver_connection.cursor()
+        try:
             cursor.executemany(compiled.sql, [compiled.bind(row) for row in rows])
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise _driver_error(connection, exc, cursor, compiled.sql, rows) from exc
+        finally:
+            cursor.close()
 
     def first(self, connection: sa.Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         """Run a SELECT; return its first row as ``{column key: value}``, or None."""
         compiled = self._compile(connection.dialect)
-        with _driver_cursor(connection, compiled.sql, params) as cursor:
+        cursor = connection.connection.driver_connection.cursor()
+        try:
             cursor.execute(compiled.sql, compiled.bind(params))
             row = cursor.fetchone()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise _driver_error(connection, exc, cursor, compiled.sql, params) from exc
+        finally:
+            cursor.close()
         if row is None:
             return None
         return {
@@ -172,33 +185,27 @@ class DriverStatement:
         }
 
 
-@contextmanager
-def _driver_cursor(connection: sa.Connection, sql: str, params: Any) -> Iterator[Any]:
-    """A cursor of ``connection``'s driver connection; driver errors come out as SQLAlchemy's.
+def _driver_error(
+    connection: sa.Connection, exc: Exception, cursor: Any, sql: str, params: Any
+) -> sa.exc.DBAPIError:
+    """Return the SQLAlchemy error for a driver error, as SQLAlchemy raises for its statements.
 
-    As for SQLAlchemy's own statements, a lost connection is invalidated along with the pooled
-    ones (the server restarted): one request fails, the next ones get new connections.
+    Like SQLAlchemy, a lost connection is invalidated along with the pooled ones (the server
+    restarted): one request fails, the next ones get new connections.
     """
     dialect = connection.dialect
-    cursor = connection.connection.cursor()
-    try:
-        yield cursor
-    except dialect.loaded_dbapi.Error as exc:
-        disconnect = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
-        if disconnect:
-            connection.invalidate(exc)
-            connection.engine.pool.dispose()
-        raise sa.exc.DBAPIError.instance(
-            sql,
-            params,
-            exc,
-            dialect.loaded_dbapi.Error,
-            connection_invalidated=disconnect,
-            dialect=dialect,
-        ) from exc
-    finally:
-        with suppress(dialect.loaded_dbapi.Error):
-            cursor.close()
+    disconnect = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
+    if disconnect:
+        connection.invalidate(exc)
+        connection.engine.pool.dispose()
+    return sa.exc.DBAPIError.instance(
+        sql,
+        params,
+        exc,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=disconnect,
+        dialect=dialect,
+    )
 
 
 class _Compiled:

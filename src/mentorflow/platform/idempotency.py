@@ -89,18 +89,26 @@ class StoredResponse:
     response_body: Any
 
 
-def find_stored(org_id: int, session_id: str, key: str) -> StoredResponse | None:
+def find_stored(
+    org_id: int, session_id: str, key: str, connection: sa.Connection | None = None
+) -> StoredResponse | None:
     """Return the response stored for ``key``, if fresh."""
     params = {"org_id": org_id, "session_id": session_id, "key": key, "since": utcnow() - RETENTION}
-    row = _FIND.first(db.session.connection(), params)
+    row = _FIND.first(connection or db.session.connection(), params)
     return None if row is None else StoredResponse(**row)
 
 
 def store_response(
-    org_id: int, session_id: str, key: str, request_hash: str, status_code: int, body: Any
+    org_id: int,
+    session_id: str,
+    key: str,
+    request_hash: str,
+    status_code: int,
+    body: Any,
+    connection: sa.Connection | None = None,
 ) -> None:
     """Record the response to replay for ``key``; part of the caller's transaction."""
-    connection = db.session.connection()
+    connection = connection or db.session.connection()
     _UPSERT[connection.dialect.name].execute(
         connection,
         {

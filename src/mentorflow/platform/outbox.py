@@ -1,7 +1,8 @@
 """The transactional outbox: events written with the change that caused them.
 
 ``emit_event`` adds an outbox row and one pending delivery per configured sink to the current
-transaction. Nothing leaves the process until that transaction commits; what happens after the
+transaction: the ORM session's, or a :func:`write_transaction` (the learner hot path's Core
+transaction). Nothing leaves the process until that transaction commits; what happens after the
 commit (waking the workers) is registered with :func:`after_commit`.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +22,7 @@ from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from mentorflow.platform.db import DriverStatement, enum_column, utcnow
+from mentorflow.platform.db import IMMEDIATE, DriverStatement, enum_column, utcnow
 from mentorflow.platform.extensions import db
 
 log = logging.getLogger(__name__)
@@ -92,15 +95,46 @@ _INSERT_DELIVERY = DriverStatement(
 )
 
 
+@dataclass
+class WriteTransaction:
+    """A Core write transaction and the outbox events emitted in it."""
+
+    connection: sa.Connection
+    event_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+@contextmanager
+def write_transaction() -> Iterator[WriteTransaction]:
+    """Run the block in a write transaction on a Core connection, outside the ORM session.
+
+    For the learner hot path, where the session's bookkeeping costs more than the statements.
+    The block's end commits (an exception rolls back); then the after-commit hooks see the
+    events it emitted, as after a session commit. On SQLite it is ``BEGIN IMMEDIATE``.
+    """
+    engine = db.engine
+    options = {IMMEDIATE: True} if engine.dialect.name == "sqlite" else {}
+    with engine.connect().execution_options(**options) as connection:
+        transaction = WriteTransaction(connection)
+        with connection.begin():
+            yield transaction
+    _run_hooks(transaction.event_ids)
+
+
 def emit_event(
-    org_id: int, event_type: EventType, payload: dict[str, Any], *, session_id: str | None = None
+    org_id: int,
+    event_type: EventType,
+    payload: dict[str, Any],
+    *,
+    session_id: str | None = None,
+    transaction: WriteTransaction | None = None,
 ) -> uuid.UUID:
-    """Add an outbox event and a pending delivery per configured sink to this transaction."""
+    """Add an outbox event and a pending delivery per configured sink to this transaction
+    (``transaction``, else the ORM session's)."""
     now = utcnow()
     event_id = uuid.uuid4()
     # Pre-built inserts on the driver's cursor: this runs on every step commit, where the
     # ORM's unit of work would cost more than the statements themselves.
-    connection = db.session.connection()
+    connection = transaction.connection if transaction else db.session.connection()
     _INSERT_EVENT.execute(
         connection,
         {
@@ -129,7 +163,10 @@ def emit_event(
                 for sink in sinks
             ],
         )
-    _pending_events(db.session()).append(event_id)
+    if transaction:
+        transaction.event_ids.append(event_id)
+    else:
+        _pending_events(db.session()).append(event_id)
     return event_id
 
 
@@ -149,7 +186,10 @@ def _pending_events(session: Session) -> list[uuid.UUID]:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit_hooks(session: Session) -> None:
-    event_ids = session.info.pop("mentorflow_outbox", None)
+    _run_hooks(session.info.pop("mentorflow_outbox", None))
+
+
+def _run_hooks(event_ids: list[uuid.UUID] | None) -> None:
     if not event_ids:
         return
     for hook in _after_commit_hooks:
