@@ -164,17 +164,15 @@ class SessionSteps(MethodView):
                     "headers.Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]
                 },
             )
+        # The response is built inside the transaction and leaves after its commit.
         with write_transaction() as transaction:
-            body = _answer_step(transaction, session_id, submission, key)
-        if isinstance(body, Response):  # an idempotent replay
-            return body
-        return _state_response(body)
+            return _answer_step(transaction, session_id, submission, key)
 
 
 def _answer_step(
     transaction: WriteTransaction, session_id: str, submission: dict[str, Any], key: str | None
-) -> dict[str, Any] | Response:
-    """Commit the step in ``transaction``; return the new state (or the replayed response)."""
+) -> Response:
+    """Answer the step in ``transaction``: the new state, or the replayed first response."""
     connection = transaction.connection
     session = _load_session(session_id, transaction)
     if key is not None:
@@ -223,7 +221,7 @@ def _answer_step(
         idempotency.store_response(
             current_org.id, session_id, key, fingerprint, 200, body, connection
         )
-    return body
+    return _state_response(body)
 
 
 @blp.route("/sessions/<session_id>/back")
