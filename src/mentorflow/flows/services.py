@@ -24,7 +24,7 @@ from mentorflow.flows.models import (
 from mentorflow.platform.auth import SESSION_TOKEN_PREFIX, generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
-from mentorflow.platform.outbox import EventType, WriteTransaction, emit_event
+from mentorflow.platform.outbox import EventType, WriteTransaction, connection_for, emit_event
 from mentorflow.tenants.models import Org
 
 SESSION_ID_RE = r"^[0-9a-f]{32}$"
@@ -332,8 +332,8 @@ def _session_query(*, for_update: bool) -> sa.Select:
     return stmt.with_for_update(of=LearnerSession) if for_update else stmt
 
 
-# Built once: the hot path runs these on the driver's cursor of the session's connection
-# (``DriverStatement``), bypassing the ORM unit of work and SQLAlchemy's per-execution work.
+# Built once: the hot path runs these on the driver's cursor of its write transaction's
+# connection (``DriverStatement``), bypassing the ORM and SQLAlchemy's per-execution work.
 _FIND_SESSION = DriverStatement(_session_query(for_update=False))
 _LOCK_SESSION = DriverStatement(_session_query(for_update=True))
 _UPDATE_SESSION = DriverStatement(
@@ -437,9 +437,8 @@ def commit_step(
     session.current_step_id = next_step_id
     session.status = SessionStatus.ACTIVE if next_step_id else SessionStatus.COMPLETED
     session.completed_at = None if next_step_id else now
-    connection = transaction.connection if transaction else db.session.connection()
     _save_move(
-        connection,
+        connection_for(transaction),
         org,
         session,
         now,
@@ -495,7 +494,7 @@ def go_back(
     session.current_step_id = step_id
     session.status = SessionStatus.ACTIVE
     _save_move(
-        transaction.connection if transaction else db.session.connection(),
+        connection_for(transaction),
         org,
         session,
         utcnow(),

@@ -120,6 +120,11 @@ def write_transaction() -> Iterator[WriteTransaction]:
     _run_hooks(transaction.event_ids)
 
 
+def connection_for(transaction: WriteTransaction | None) -> sa.Connection:
+    """The connection to write on: ``transaction``'s, else the ORM session's."""
+    return transaction.connection if transaction else db.session.connection()
+
+
 def emit_event(
     org_id: int,
     event_type: EventType,
@@ -134,7 +139,7 @@ def emit_event(
     event_id = uuid.uuid4()
     # Pre-built inserts on the driver's cursor: this runs on every step commit, where the
     # ORM's unit of work would cost more than the statements themselves.
-    connection = transaction.connection if transaction else db.session.connection()
+    connection = connection_for(transaction)
     _INSERT_EVENT.execute(
         connection,
         {

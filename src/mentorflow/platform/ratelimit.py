@@ -60,10 +60,18 @@ class RateLimit:
         return max(1, math.ceil(reset_time - time.time()))
 
 
+class RateLimits:
+    """The app's counter storage and the console throttles made on it so far."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.throttles: dict[tuple[str, str], RateLimit] = {}
+
+
 def init_rate_limit(app: Flask) -> None:
     """Open the counters' storage; limit the API when ``RATE_LIMIT`` is set (the default)."""
     storage = storage_from_string(app.config["RATE_LIMIT_STORAGE_URL"])
-    app.extensions["mentorflow_rate_limits"] = {"storage": storage}
+    app.extensions["mentorflow_rate_limits"] = RateLimits(storage)
     if not app.config.get("RATE_LIMIT"):
         return
     api_limit = RateLimit(app.config["RATE_LIMIT"], storage, "api")
@@ -90,9 +98,9 @@ def throttle(limit: str, scope: str, message: str) -> None:
     if not current_app.config.get("RATE_LIMIT"):
         return
     limits = current_app.extensions["mentorflow_rate_limits"]
-    rate_limit = limits.get((limit, scope))
+    rate_limit = limits.throttles.get((limit, scope))
     if rate_limit is None:
-        rate_limit = limits[(limit, scope)] = RateLimit(limit, limits["storage"], scope)
+        rate_limit = limits.throttles[(limit, scope)] = RateLimit(limit, limits.storage, scope)
     retry_after = rate_limit.hit(request.remote_addr or "unknown")
     if retry_after is not None:
         raise TooManyRequests(description=message, retry_after=retry_after)
