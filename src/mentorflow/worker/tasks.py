@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 #: After a failed wake-up, don't try the broker again for this long (the sweep covers it).
 BROKER_BACKOFF_SECONDS = 5.0
-_broker_down_until = 0.0
 
 
 @shared_task(name="mentorflow.worker.tasks.deliver_due_deliveries")
@@ -89,6 +88,8 @@ class WakeUp:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self._app: Any = None
+        #: Broker URL -> until when it is left alone after a failed wake-up.
+        self._broker_down_until: dict[str, float] = {}
         self._reset()
         # A forked child (a gunicorn worker) starts with no thread: it makes its own.
         os.register_at_fork(after_in_child=self._reset)
@@ -119,14 +120,14 @@ class WakeUp:
             self._send(self._app)
 
     def _send(self, app: Any) -> None:
-        global _broker_down_until
-        if time.monotonic() < _broker_down_until:
+        broker = app.config["BROKER_URL"]
+        if time.monotonic() < self._broker_down_until.get(broker, 0.0):
             return
         try:
             with app.app_context():
                 deliver_due_deliveries.apply_async(retry=False)
         except Exception as exc:
-            _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
+            self._broker_down_until[broker] = time.monotonic() + BROKER_BACKOFF_SECONDS
             log.warning(
                 "could not wake the workers (broker: %s); the sweep will deliver the events", exc
             )
