@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf import CSRFProtect
@@ -16,10 +17,25 @@ from mentorflow.admin.auth import bp as auth_bp
 from mentorflow.admin.auth import login_manager
 from mentorflow.admin.flows import FlowsView
 from mentorflow.flows.models import Flow, LearnerSession
+from mentorflow.platform.errors import API_PREFIXES
 from mentorflow.platform.extensions import db
 from mentorflow.worker.delivery import delivery_status
 
 csrf = CSRFProtect()
+
+
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """Signed cookie sessions for the console and the player, never for the API.
+
+    API requests authenticate with bearer keys; opening (verifying) the console's cookie on
+    each of them was a measurable part of a step commit's cost (``bench/README.md``). They get
+    Flask's null session: read as empty, refused on write.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith(API_PREFIXES):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 class DashboardView(ConsoleView, AdminIndexView):
@@ -58,6 +74,7 @@ class DashboardView(ConsoleView, AdminIndexView):
 
 def init_console(app: Flask, extra_views: list[Any] | None = None) -> Admin:
     """Mount the console at /admin on ``app``."""
+    app.session_interface = ConsoleSessionInterface()
     login_manager.init_app(app)
     csrf.init_app(app)
     app.register_blueprint(auth_bp)
