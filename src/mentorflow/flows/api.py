@@ -75,10 +75,13 @@ def _load_session(
 
 
 def _state_response(body: dict[str, Any], status: int = 200, **headers: str) -> Response:
-    response = current_app.response_class(
-        json.dumps(body), status=status, mimetype="application/json"
-    )
-    response.headers["ETag"] = _session_etag(body["session"]["version"])
+    return _json_response(json.dumps(body), body["session"]["version"], status, **headers)
+
+
+def _json_response(text: str, version: int, status: int = 200, **headers: str) -> Response:
+    """Return the session state ``text`` (JSON) with the ETag of session ``version``."""
+    response = current_app.response_class(text, status=status, mimetype="application/json")
+    response.headers["ETag"] = _session_etag(version)
     for name, value in headers.items():
         response.headers[name.replace("_", "-")] = value
     return response
@@ -186,8 +189,9 @@ def _answer_step(
                     message="This Idempotency-Key was used with a different request body.",
                     errors={"headers.Idempotency-Key": ["was used with another body"]},
                 )
-            return _state_response(
-                stored.response_body, stored.status_code, Idempotent_Replayed="true"
+            version = json.loads(stored.response_body)["session"]["version"]
+            return _json_response(
+                stored.response_body, version, stored.status_code, Idempotent_Replayed="true"
             )
     stale_step = (
         submission["step_id"] != session.current_step_id
@@ -216,12 +220,13 @@ def _answer_step(
     except AnswerError as exc:
         # Raised before anything was written; leaving the block rolls back anyway.
         abort(422, message="The answer is not valid for this step.", errors=exc.errors)
-    body = services.session_state(current_org, session)
+    # Serialized once: the same text is sent and, under a key, stored for replays.
+    text = json.dumps(services.session_state(current_org, session))
     if key is not None:
         idempotency.store_response(
-            current_org.id, session_id, key, fingerprint, 200, body, connection
+            current_org.id, session_id, key, fingerprint, 200, text, connection
         )
-    return _state_response(body)
+    return _json_response(text, session.version)
 
 
 @blp.route("/sessions/<session_id>/back")

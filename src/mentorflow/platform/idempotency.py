@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mentorflow.platform.db import DriverStatement, JSONType, utcnow
+from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
 
 #: How long a stored response can be replayed.
@@ -32,7 +32,8 @@ class IdempotencyKey(db.Model):
     key: Mapped[str] = mapped_column(sa.String(255))
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     status_code: Mapped[int]
-    response_body: Mapped[Any] = mapped_column(JSONType)
+    #: The response body exactly as it was sent (JSON text), replayed byte for byte.
+    response_body: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
@@ -86,7 +87,7 @@ _UPSERT = {
 class StoredResponse:
     request_hash: str
     status_code: int
-    response_body: Any
+    response_body: str
 
 
 def find_stored(
@@ -104,10 +105,11 @@ def store_response(
     key: str,
     request_hash: str,
     status_code: int,
-    body: Any,
+    body: str,
     connection: sa.Connection | None = None,
 ) -> None:
-    """Record the response to replay for ``key``; part of the caller's transaction."""
+    """Record the response body to replay for ``key`` (the JSON text sent); part of the
+    caller's transaction."""
     connection = connection or db.session.connection()
     _UPSERT[connection.dialect.name].execute(
         connection,

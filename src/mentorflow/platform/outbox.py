@@ -81,18 +81,24 @@ _INSERT_EVENT = DriverStatement(
     OutboxEvent.__table__.insert(),
     column_keys=["id", "org_id", "session_id", "type", "payload", "created_at"],
 )
-_INSERT_DELIVERY = DriverStatement(
-    Delivery.__table__.insert(),
-    column_keys=[
-        "event_id",
-        "sink",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "last_error",
-        "delivered_at",
-    ],
-)
+_DELIVERY_COLUMNS = ("event_id", "sink", "status", "attempts", "next_attempt_at")
+_INSERT_DELIVERIES: dict[int, DriverStatement] = {}
+
+
+def _insert_deliveries(count: int) -> DriverStatement:
+    """One INSERT of ``count`` deliveries (one round trip, whatever the number of sinks)."""
+    statement = _INSERT_DELIVERIES.get(count)
+    if statement is None:
+        table = Delivery.__table__
+        rows = [
+            {
+                name: sa.bindparam(f"{name}_{i}", type_=table.c[name].type)
+                for name in _DELIVERY_COLUMNS
+            }
+            for i in range(count)
+        ]
+        statement = _INSERT_DELIVERIES[count] = DriverStatement(table.insert().values(rows))
+    return statement
 
 
 @dataclass
@@ -153,21 +159,18 @@ def emit_event(
     )
     sinks = current_app.config["SINKS"]
     if sinks:
-        _INSERT_DELIVERY.executemany(
-            connection,
-            [
+        params: dict[str, Any] = {}
+        for i, sink in enumerate(sinks):
+            params.update(
                 {
-                    "event_id": event_id,
-                    "sink": sink,
-                    "status": DeliveryStatus.PENDING,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "last_error": None,
-                    "delivered_at": None,
+                    f"event_id_{i}": event_id,
+                    f"sink_{i}": sink,
+                    f"status_{i}": DeliveryStatus.PENDING,
+                    f"attempts_{i}": 0,
+                    f"next_attempt_at_{i}": now,
                 }
-                for sink in sinks
-            ],
-        )
+            )
+        _insert_deliveries(len(sinks)).execute(connection, params)
     if transaction:
         transaction.event_ids.append(event_id)
     else:
