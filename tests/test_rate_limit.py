@@ -91,3 +91,25 @@ def test_console_sign_in_is_throttled_per_address(tmp_path):
     assert client.get("/admin/login").status_code == 200
     with app.app_context():
         db.engine.dispose()
+
+
+def test_memory_counters_expire_without_a_thread_per_request(monkeypatch):
+    import threading
+    import time
+
+    from mentorflow.platform.ratelimit import LazyMemoryStorage, RateLimit
+
+    storage = LazyMemoryStorage()
+    monkeypatch.setattr(LazyMemoryStorage, "SWEEP_SECONDS", 0.2)
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread))
+    limit = RateLimit("2 per second", storage, "api")
+    assert [limit.hit("10.0.0.1") for _ in range(3)][:2] == [None, None]
+    assert limit.hit("10.0.0.1") is not None
+    time.sleep(1.1)
+    # A new window: the address is let through again, and the counter of an address that
+    # went away is dropped by the next request's sweep (memory stays bounded).
+    assert limit.hit("10.0.0.2") is None
+    assert list(storage.storage) == ["LIMITER/api/10.0.0.2/2/1/second"]
+    assert limit.hit("10.0.0.1") is None
+    assert started == []

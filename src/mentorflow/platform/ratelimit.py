@@ -19,7 +19,7 @@ import time
 
 from flask import Flask, current_app, request
 from limits import RateLimitItem, parse
-from limits.storage import Storage, storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
@@ -31,6 +31,33 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/v1/"
 #: After a storage error, let requests through unchecked for this long (then try again).
 STORAGE_RETRY_SECONDS = 5.0
+
+
+class LazyMemoryStorage(MemoryStorage):
+    """``limits``' per-process memory storage, minus its expiry thread.
+
+    ``MemoryStorage`` starts a ``threading.Timer`` whenever none is alive, so a busy process
+    starts a thread every 10 ms only to drop expired counters. A counter past its window is
+    already dropped when it is next read; here the sweep of the others runs on the request
+    path at most once per ``SWEEP_SECONDS``. Should ``limits`` rename the private hook this
+    overrides, its own timer simply stays (slower, still correct).
+    """
+
+    SWEEP_SECONDS = 1.0
+    _next_sweep = 0.0
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            self._MemoryStorage__expire_events()
+
+
+def open_storage(url: str) -> Storage:
+    """The counters' storage at ``url`` (``memory://`` is :class:`LazyMemoryStorage`)."""
+    if url == "memory://":
+        return LazyMemoryStorage()
+    return storage_from_string(url)
 
 
 class RateLimit:
@@ -70,7 +97,7 @@ class RateLimits:
 
 def init_rate_limit(app: Flask) -> None:
     """Open the counters' storage; limit the API when ``RATE_LIMIT`` is set (the default)."""
-    storage = storage_from_string(app.config["RATE_LIMIT_STORAGE_URL"])
+    storage = open_storage(app.config["RATE_LIMIT_STORAGE_URL"])
     app.extensions["mentorflow_rate_limits"] = RateLimits(storage)
     if not app.config.get("RATE_LIMIT"):
         return
