@@ -11,11 +11,13 @@ import json
 import os
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from flask import Blueprint, Flask, Response, request
 from psycopg_pool import ConnectionPool
 
+from mentorflow.admin.console import ConsoleSessionInterface
 from mentorflow.platform.app import create_app
 
 floor = Blueprint("bench", __name__, url_prefix="/bench")
@@ -124,13 +126,22 @@ def floor_step(org: str, session_id: str) -> Response:
     return Response(response, mimetype="application/json")
 
 
+class _NoSessionUnderBench(ConsoleSessionInterface):
+    def open_session(self, app: Flask, request: Any) -> Any:
+        if request.path.startswith(floor.url_prefix + "/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def create_bench_app() -> Flask:
     """Return the production app with the floor and /hello mounted."""
     from mentorflow.admin.console import csrf
 
     app = create_app()
-    # Like the learner API, the floor authenticates with a bearer token, not a cookie.
+    # Like the learner API, the floor authenticates with a bearer token, not a cookie: no CSRF
+    # check and no cookie session, as for /v1/.
     csrf.exempt(floor)
+    app.session_interface = _NoSessionUnderBench()
     app.register_blueprint(floor)
     return app
 

@@ -12,6 +12,7 @@ from flask import Flask
 from mentorflow.platform import config as config_module
 from mentorflow.platform.db import install_sqlite_behaviour
 from mentorflow.platform.extensions import api, db, migrate
+from mentorflow.platform.jsonio import JSONProvider
 from mentorflow.platform.ratelimit import init_rate_limit
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -23,6 +24,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config and config.get("INSTANCE_PATH"):
         instance_path = Path(config["INSTANCE_PATH"]).resolve()
     app = Flask("mentorflow", instance_path=str(instance_path), instance_relative_config=True)
+    app.json = JSONProvider(app)
     app.config.from_mapping(config_module.DEFAULTS)
     app.config.from_prefixed_env("MENTORFLOW")
     if config:

@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from mentorflow.platform import jsonio
+
 #: Every setting an operator may change, with its default. The README documents each one.
 DEFAULTS: dict[str, Any] = {
     # SQLAlchemy URL; empty means a SQLite file in the instance folder.
@@ -77,6 +79,8 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["DATABASE_URL"] = url
     config["SQLALCHEMY_DATABASE_URI"] = url
     engine_options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    engine_options.setdefault("json_serializer", jsonio.dumps)
+    engine_options.setdefault("json_deserializer", jsonio.loads)
     if url.startswith("postgresql"):
         # No ping per checkout (a round trip on every request): stale connections are
         # recycled, and a disconnect invalidates the whole pool at its first error.
