@@ -80,7 +80,6 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["SQLALCHEMY_DATABASE_URI"] = url
     engine_options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     engine_options.setdefault("json_serializer", jsonio.dumps)
-    engine_options.setdefault("json_deserializer", jsonio.loads)
     if url.startswith("postgresql"):
         # No ping per checkout (a round trip on every request): stale connections are
         # recycled, and a disconnect invalidates the whole pool at its first error.

@@ -5,7 +5,8 @@ decodes the session's answers; orjson does that several times faster than the st
 library. The JSON is the same as before: responses keep Flask's sorted keys and its rendering
 of dates and dataclasses (passed through to Flask's ``default``), non-string keys become
 strings. What orjson refuses (integers beyond 64 bits) falls back to the standard library, so
-no value that encoded before fails now.
+no value that encoded before fails now. Decoding stays with the standard library: orjson
+reads integers beyond 64 bits as floats, which would change a stored answer.
 """
 
 from __future__ import annotations
@@ -31,14 +32,6 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value, option=_DB_OPTIONS).decode()
     except orjson.JSONEncodeError:
         return json.dumps(value)
-
-
-def loads(text: str | bytes) -> Any:
-    """Decode a JSON column's value (SQLAlchemy's ``json_deserializer``)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 class JSONProvider(DefaultJSONProvider):
