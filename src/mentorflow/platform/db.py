@@ -156,18 +156,6 @@ class DriverStatement:
             if owned:
                 cursor.close()
 
-    def executemany(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        """Run the statement once per parameter set in ``rows``."""
-        compiled = self._compile(connection.dialect)
-        cursor, owned = _driver_cursor(connection)
-        try:
-            cursor.executemany(compiled.sql, [compiled.bind(row) for row in rows])
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise _driver_error(connection, exc, cursor, compiled.sql, rows) from exc
-        finally:
-            if owned:
-                cursor.close()
-
     def first(self, connection: sa.Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         """Run a SELECT; return its first row as ``{column key: value}``, or None."""
         compiled = self._compile(connection.dialect)
