@@ -11,7 +11,6 @@ import json
 import os
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 from flask import Blueprint, Flask, Response, request
@@ -127,10 +126,7 @@ def floor_step(org: str, session_id: str) -> Response:
 
 
 class _NoSessionUnderBench(ConsoleSessionInterface):
-    def open_session(self, app: Flask, request: Any) -> Any:
-        if request.path.startswith(floor.url_prefix + "/"):
-            return self.make_null_session(app)
-        return super().open_session(app, request)
+    cookieless_prefixes = (*ConsoleSessionInterface.cookieless_prefixes, f"{floor.url_prefix}/")
 
 
 def create_bench_app() -> Flask:

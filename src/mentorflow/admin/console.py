@@ -32,8 +32,11 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
     Flask's null session: read as empty, refused on write.
     """
 
+    #: Paths whose requests never carry the console's cookie.
+    cookieless_prefixes: tuple[str, ...] = API_PREFIXES
+
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
-        if request.path.startswith(API_PREFIXES):
+        if request.path.startswith(self.cookieless_prefixes):
             return self.make_null_session(app)
         return super().open_session(app, request)
 

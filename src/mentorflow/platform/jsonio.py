@@ -1,12 +1,12 @@
 """JSON encoding through orjson: API responses and the database's JSON columns.
 
-A step commit encodes its state (sent and stored), the answers and the event payload, and
-decodes the session's answers; orjson does that several times faster than the standard
-library. The JSON is the same as before: responses keep Flask's sorted keys and its rendering
-of dates and dataclasses (passed through to Flask's ``default``), non-string keys become
-strings. What orjson refuses (integers beyond 64 bits) falls back to the standard library, so
-no value that encoded before fails now. Decoding stays with the standard library: orjson
-reads integers beyond 64 bits as floats, which would change a stored answer.
+A step commit encodes its state (sent and stored), the answers and the event payload;
+orjson does that several times faster than the standard library. The JSON is the same as
+before: responses keep Flask's sorted keys and its rendering of dates and dataclasses (passed
+through to Flask's ``default``), non-string keys become strings. What orjson refuses
+(integers beyond 64 bits) falls back to the standard library, so no value that encoded before
+fails now. Decoding stays with the standard library: orjson reads integers beyond 64 bits as
+floats, which would change a stored answer.
 """
 
 from __future__ import annotations
