@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, request
 from psycopg_pool import ConnectionPool
 
 from mentorflow.admin.console import ConsoleSessionInterface
-from mentorflow.platform.app import create_app
+from mentorflow.app import create_app
 
 floor = Blueprint("bench", __name__, url_prefix="/bench")
 _pools: dict[bool, ConnectionPool] = {}

@@ -124,7 +124,7 @@ class Installation:
         subprocess.run(
             [BIN / "mentorflow", "db", "upgrade"], env=self.env, check=True, capture_output=True
         )
-        from mentorflow.platform.app import create_app
+        from mentorflow.app import create_app
 
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("MENTORFLOW_")})
         self.app = create_app()
@@ -132,18 +132,18 @@ class Installation:
 
     def seed(self, sessions: int) -> list[tuple[str, str]]:
         """Create the org, flow and ``sessions`` fresh sessions; return (id, token) pairs."""
-        from mentorflow.flows import services as flows
+        from mentorflow.flows import authoring, learner_sessions
         from mentorflow.platform.extensions import db
         from mentorflow.platform.outbox import Delivery
         from mentorflow.tenants import services as tenants
 
         with self.app.app_context():
             org = tenants.create_org("bench", "Bench")
-            flow, _ = flows.save_draft(org, bench_flow())
-            version, _ = flows.publish_version(flow)
+            flow, _ = authoring.save_draft(org, bench_flow())
+            version, _ = authoring.publish_version(flow)
             pairs = []
             for index in range(sessions):
-                session, token = flows.start_session(org, flow, version)
+                session, token = learner_sessions.start_session(org, flow, version)
                 pairs.append((session.id, token))
                 if index % 500 == 499:
                     db.session.commit()

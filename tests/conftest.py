@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from mentorflow.flows import services as flow_services
+from mentorflow.flows import authoring
 from mentorflow.flows.document import load_document
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
@@ -91,8 +91,8 @@ def publish_flow(ctx: Flask):
         if isinstance(definition, str):
             definition = load_document(definition)
         begin_write(db.session)
-        flow, _ = flow_services.save_draft(org, definition)
-        version, _ = flow_services.publish_version(flow, notes="test", by="tests")
+        flow, _ = authoring.save_draft(org, definition)
+        version, _ = authoring.publish_version(flow, notes="test", by="tests")
         db.session.commit()
         return version.number
 

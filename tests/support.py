@@ -20,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 
-from mentorflow.platform.app import create_app
+from mentorflow.app import create_app
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Org
 

@@ -157,7 +157,7 @@ def test_staff_of_another_org_get_404_on_every_console_url(
     console = Console(client)
     console.login("owner@other.example")
     db.session.rollback()
-    from mentorflow.worker.models import Job
+    from mentorflow.jobs.models import Job
 
     values = {
         "flow_id": flow_id(),

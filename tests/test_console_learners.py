@@ -15,13 +15,15 @@ import sqlalchemy as sa
 from console_client import Console, add_staff
 from mentorflow.admin.sessions import PAGE_SIZE, median_step_seconds
 from mentorflow.flows.document import load_document
+from mentorflow.flows.export import create_export
 from mentorflow.flows.models import Flow, LearnerSession, StepEvent
+from mentorflow.jobs import runner as jobs
+from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
 from mentorflow.tenants.models import Role
-from mentorflow.worker import jobs, tasks
-from mentorflow.worker.models import Job, JobStatus
+from mentorflow.worker import tasks
 
 MINI_FLOW = """
 slug: mini
@@ -385,7 +387,7 @@ def test_export_job_runs_shows_progress_and_downloads(create_org, publish_flow, 
     assert "Download CSV" not in pending
     assert mentor.get(f"/admin/jobs/{job.id}/download").status_code == 409
 
-    jobs.run(job.id)
+    jobs.run_job(job.id)
 
     done = mentor.get(job_url).get_data(as_text=True)
     assert ">completed<" in done and 'http-equiv="refresh"' not in done
@@ -466,9 +468,9 @@ def test_other_orgs_staff_get_404_on_every_learner_page(
     )
     mini = flow_id(first.org, "mini")
     begin_write(db.session)
-    job = jobs.create_export(first.org, "mini")
+    job = create_export(first.org, "mini")
     db.session.commit()
-    jobs.run(job.id)
+    jobs.run_job(job.id)
     second = create_org()
     publish_flow(second.org, mini_flow())
     walk(second, "mini")

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 from flask import Flask
 
 from console_client import PASSWORD, Console, add_staff, csrf_token
-from mentorflow.flows import services as flow_services
+from mentorflow.delivery.sinks import close_clients
+from mentorflow.flows import learner_sessions
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import ApiKey, Membership, Org, Role, StaffUser
-from mentorflow.worker.sinks import close_clients
 from recorder import Recorder
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
@@ -363,7 +363,7 @@ def test_abandonment_ttl_changes_when_sessions_are_abandoned(
         .where(LearnerSession.id == walker.session_id)
         .values(last_activity_at=utcnow() - timedelta(hours=3))
     )
-    assert flow_services.abandon_inactive_sessions(WEEK) == 1
+    assert learner_sessions.abandon_inactive_sessions(WEEK) == 1
     db.session.commit()
     assert walker.get().json["session"]["status"] == "abandoned"
 

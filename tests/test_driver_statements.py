@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mentorflow.flows import services
+from mentorflow.flows import learner_sessions
 from mentorflow.flows.models import EventKind, LearnerSession, SessionStatus, StepEvent
 from mentorflow.platform import idempotency
 from mentorflow.platform.extensions import db
@@ -39,7 +39,7 @@ def test_a_session_written_by_the_hot_path_reads_back_the_same_through_the_orm(
     db.session.rollback()
 
     orm = db.session.get(LearnerSession, walker.session_id)
-    record = services.find_session(keys.org.id, walker.session_id)
+    record = learner_sessions.find_session(keys.org.id, walker.session_id)
     assert record is not None
     for field in (
         "id",

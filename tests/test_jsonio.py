@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from flask.json.provider import DefaultJSONProvider
 
+from mentorflow.app import create_app
 from mentorflow.platform import jsonio
-from mentorflow.platform.app import create_app
 
 
 def test_responses_read_as_before(tmp_path):
@@ -41,12 +41,12 @@ def test_integers_beyond_64_bits_still_encode():
 
 
 def test_a_huge_number_answer_is_stored_and_read_back_exactly(ctx, create_org, learner):
-    from mentorflow.flows import services
+    from mentorflow.flows import authoring
     from mentorflow.flows.models import LearnerSession
     from mentorflow.platform.extensions import db
 
     keys = create_org("huge-numbers")
-    flow, _ = services.save_draft(
+    flow, _ = authoring.save_draft(
         keys.org,
         {
             "slug": "count",
@@ -60,7 +60,7 @@ def test_a_huge_number_answer_is_stored_and_read_back_exactly(ctx, create_org, l
             ],
         },
     )
-    services.publish_version(flow)
+    authoring.publish_version(flow)
     db.session.commit()
     walker = learner(keys)
     walker.start("count")

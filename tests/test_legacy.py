@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mentorflow.flows import legacy
-from mentorflow.flows import services as flow_services
+from mentorflow.cli.demo import example_answer
+from mentorflow.cli.legacy import legacy as legacy_command
+from mentorflow.flows import authoring, learner_sessions, legacy
 from mentorflow.flows.document import load_document
 from mentorflow.flows.engine import Flow as CompiledFlow
 from mentorflow.flows.legacy import (
@@ -32,15 +33,13 @@ from mentorflow.flows.legacy import (
     map_row,
     parse_line,
 )
-from mentorflow.flows.legacy_cli import legacy as legacy_command
 from mentorflow.flows.models import LearnerSession, StepEvent
+from mentorflow.jobs import runner as jobs
+from mentorflow.jobs.models import Job
 from mentorflow.platform.db import begin_write
-from mentorflow.platform.demo import example_answer
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import OutboxEvent
 from mentorflow.tenants import services as tenant_services
-from mentorflow.worker import jobs
-from mentorflow.worker.models import Job
 from support import (
     DEMO_FLOW,
     POSTGRES_URL,
@@ -442,7 +441,7 @@ def test_round_trip_of_5000_old_sessions(
     sessions = {s.legacy_id: s for s in db.session.scalars(sa.select(LearnerSession))}
     assert sessions.keys() == data.sessions.keys()
     assert report.answers_mapped == sum(len(s.answers) for s in sessions.values())
-    version = flow_services.get_flow(keys.org, FLOW).published_version_id
+    version = authoring.get_flow(keys.org, FLOW).published_version_id
     for legacy_id, expected in data.sessions.items():
         session = sessions[legacy_id]
         row = expected.row
@@ -502,13 +501,13 @@ def test_a_changed_row_updates_only_sessions_that_have_not_advanced(
     advanced, changed, older, quiet = active[:4], active[4:8], active[8:10], active[10:14]
     begin_write(db.session)
     for legacy_id in advanced + quiet:
-        session = flow_services.lock_session(keys.org.id, sessions[legacy_id].id)
-        step = flow_services.compiled_flow(session.flow_version).step(session.current_step_id)
-        flow_services.commit_step(keys.org, session, step["id"], example_answer(step))
+        session = learner_sessions.lock_session(keys.org.id, sessions[legacy_id].id)
+        step = authoring.compiled_flow(session.flow_version).step(session.current_step_id)
+        learner_sessions.commit_step(keys.org, session, step["id"], example_answer(step))
     db.session.commit()
     # The abandonment sweep changes imported sessions too, but it is not an advance.
     begin_write(db.session)
-    assert flow_services.abandon_inactive_sessions(3600) > 0
+    assert learner_sessions.abandon_inactive_sessions(3600) > 0
     db.session.commit()
     before = snapshot()
 
@@ -548,8 +547,8 @@ def test_a_changed_row_updates_only_sessions_that_have_not_advanced(
     assert republished.conflicts.count == len(advanced + older)  # changed rows stay conflicts
 
     begin_write(db.session)
-    flow, _ = flow_services.save_draft(keys.org, load_document(SMALL_FLOW.read_text()))
-    flow_services.publish_version(flow)
+    flow, _ = authoring.save_draft(keys.org, load_document(SMALL_FLOW.read_text()))
+    authoring.publish_version(flow)
     db.session.commit()
     elsewhere = run_import(keys.slug, second, apply=False, flow="onboarding")
     assert elsewhere.conflicts.count == 60
@@ -583,7 +582,7 @@ def test_cli_dry_run_then_apply_on_the_example_file(ctx, create_org, publish_flo
 def test_unpublished_flow_is_refused(ctx, create_org):
     keys = create_org()
     begin_write(db.session)
-    flow_services.save_draft(keys.org, load_document(DEMO_FLOW.read_text()))
+    authoring.save_draft(keys.org, load_document(DEMO_FLOW.read_text()))
     db.session.commit()
     with pytest.raises(LegacyImportError, match="has no published version"):
         run_import(keys.slug, EXAMPLE, apply=False)
@@ -602,7 +601,7 @@ def test_import_job_reports_progress_and_its_result(ctx, create_org, publish_flo
         by="tests",
     )
     db.session.commit()
-    jobs.run(job.id)
+    jobs.run_job(job.id)
 
     db.session.expire_all()
     job = db.session.get(Job, job.id)
@@ -640,8 +639,8 @@ def test_background_import_runs_on_a_real_worker(backend, tmp_path):
     try:
         with app.app_context():
             org = tenant_services.create_org("acme", "Acme")
-            flow, _ = flow_services.save_draft(org, load_document(DEMO_FLOW.read_text()))
-            flow_services.publish_version(flow)
+            flow, _ = authoring.save_draft(org, load_document(DEMO_FLOW.read_text()))
+            authoring.publish_version(flow)
             db.session.commit()
             worker = processes.worker()
             args = ["import", "acme", FLOW, str(EXAMPLE), "--apply", "--background"]

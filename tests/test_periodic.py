@@ -7,10 +7,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mentorflow.flows import services as flow_services
+from mentorflow.cli.deliveries import deliveries_retry, deliveries_status
+from mentorflow.flows import learner_sessions
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform import idempotency
-from mentorflow.platform.cli import deliveries_retry, deliveries_status
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
@@ -39,7 +39,7 @@ def test_idle_sessions_are_abandoned_after_the_orgs_ttl(ctx, create_org, publish
     idle(fresh.session_id, 30 * 60)
 
     begin_write(db.session)
-    assert flow_services.abandon_inactive_sessions(WEEK) == 1
+    assert learner_sessions.abandon_inactive_sessions(WEEK) == 1
     db.session.commit()
 
     state = stale.get().json["session"]
@@ -64,11 +64,11 @@ def test_platform_default_ttl_applies_without_an_org_setting(
     walker.start("onboarding")
     idle(walker.session_id, WEEK - 60)
     begin_write(db.session)
-    assert flow_services.abandon_inactive_sessions(WEEK) == 0
+    assert learner_sessions.abandon_inactive_sessions(WEEK) == 0
     db.session.commit()
     idle(walker.session_id, WEEK + 60)
     begin_write(db.session)
-    assert flow_services.abandon_inactive_sessions(WEEK) == 1
+    assert learner_sessions.abandon_inactive_sessions(WEEK) == 1
     db.session.commit()
 
 

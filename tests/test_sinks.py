@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
-from mentorflow.worker.sinks import (
+from mentorflow.delivery.sinks import (
     DeliveryFailed,
     JsonLinesSink,
     MemorySink,
@@ -29,6 +28,7 @@ from mentorflow.worker.sinks import (
     posthog_capture,
     render_answer,
 )
+from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
 from recorder import Recorder
 
 COMMITTED_AT = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
@@ -414,7 +414,7 @@ def test_recorder_hears_a_sink_in_another_process(recorder: Recorder) -> None:
         f"""
         import uuid
         from datetime import UTC, datetime
-        from mentorflow.worker.sinks import OutboundEvent, PostHogSink
+        from mentorflow.delivery.sinks import OutboundEvent, PostHogSink
 
         event = OutboundEvent(
             id=uuid.UUID("{uuid.UUID(int=7)}"),

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mentorflow.jobs.models import Job
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
-from mentorflow.worker.models import Job
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 

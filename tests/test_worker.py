@@ -19,15 +19,16 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from mentorflow.flows import services as flow_services
+from mentorflow.flows import authoring, learner_sessions
 from mentorflow.flows.document import load_document
+from mentorflow.flows.export import create_export
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import Delivery
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import KeyKind
-from mentorflow.worker import jobs, tasks
+from mentorflow.worker import tasks
 from support import (
     POSTGRES_URL,
     Learner,
@@ -130,8 +131,8 @@ class Stack:
             org = tenant_services.create_org("workers", "Workers")
             _, self.pk = tenant_services.create_api_key(org, KeyKind.PUBLISHABLE)
             _, self.sk = tenant_services.create_api_key(org, KeyKind.SECRET)
-            flow, _ = flow_services.save_draft(org, load_document(SMALL_FLOW.read_text()))
-            flow_services.publish_version(flow)
+            flow, _ = authoring.save_draft(org, load_document(SMALL_FLOW.read_text()))
+            authoring.publish_version(flow)
             db.session.commit()
             db.session.remove()
 
@@ -299,17 +300,17 @@ def test_export_job_csv_matches_the_database(stack):
     with stack.app.app_context():
         begin_write(db.session)
         org = tenant_services.get_org("workers")
-        flow = flow_services.get_flow(org, "onboarding")
+        flow = authoring.get_flow(org, "onboarding")
         for index in range(1000):
-            started, _ = flow_services.start_session(
+            started, _ = learner_sessions.start_session(
                 org, flow, flow.published_version, email=f"learner{index}@example.com"
             )
-            session = flow_services.session_record(started)
+            session = learner_sessions.session_record(started)
             for step_id, answer in STEPS[: index % 5]:
                 if step_id == "phase-2-step-1":
                     answer = index
-                flow_services.commit_step(org, session, step_id, answer)
-        job = jobs.create_export(org, "onboarding", by="tests")
+                learner_sessions.commit_step(org, session, step_id, answer)
+        job = create_export(org, "onboarding", by="tests")
         db.session.commit()
         job_id = job.id
         expected = {s.id: s for s in db.session.scalars(sa.select(LearnerSession)).all()}

@@ -13,6 +13,7 @@ from werkzeug.security import check_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Email
 
+from mentorflow.admin.access import staff_orgs
 from mentorflow.platform.extensions import db
 from mentorflow.platform.ratelimit import throttle
 from mentorflow.tenants.models import StaffUser
@@ -93,8 +94,6 @@ def logout() -> Any:
 def switch_org(slug: str) -> Any:
     """Open another org the staff member belongs to."""
     from flask_login import current_user
-
-    from mentorflow.admin.access import staff_orgs
 
     for org, _ in staff_orgs(current_user.staff):
         if org.slug == slug:

@@ -16,10 +16,10 @@ from mentorflow.admin.access import ConsoleView, current_seat, seat, staff_orgs
 from mentorflow.admin.auth import bp as auth_bp
 from mentorflow.admin.auth import login_manager
 from mentorflow.admin.flows import FlowsView
+from mentorflow.delivery.services import delivery_status
 from mentorflow.flows.models import Flow, LearnerSession
 from mentorflow.platform.errors import API_PREFIXES
 from mentorflow.platform.extensions import db
-from mentorflow.worker.delivery import delivery_status
 
 csrf = CSRFProtect()
 

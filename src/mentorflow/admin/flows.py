@@ -10,8 +10,14 @@ from flask import Response, flash, redirect, request
 from flask_admin import expose
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
-from mentorflow.flows import services
-from mentorflow.flows.document import DocumentError, checksum, dump_document, load_document
+from mentorflow.flows import authoring
+from mentorflow.flows.document import (
+    DocumentError,
+    FieldError,
+    checksum,
+    dump_document,
+    load_document,
+)
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
@@ -94,10 +100,10 @@ class FlowsView(ConsoleView):
             text = request.form.get("document", "")
             definition, errors = _load(text)
             if definition is not None:
-                if services.find_flow(seat().org.id, definition["slug"]) is not None:
+                if authoring.find_flow(seat().org.id, definition["slug"]) is not None:
                     errors = [_error("slug", f"a flow '{definition['slug']}' exists already")]
                 else:
-                    flow, _ = services.save_draft(seat().org, definition)
+                    flow, _ = authoring.save_draft(seat().org, definition)
                     db.session.commit()
                     flash(f"Created the draft of “{flow.title}”.", "success")
                     return redirect(self.get_url(".edit", flow_id=flow.id))
@@ -125,8 +131,8 @@ class FlowsView(ConsoleView):
                 ]
             if definition is not None and not errors:
                 try:
-                    services.save_draft(seat().org, definition, expected_revision=revision)
-                except services.DraftConflict as exc:
+                    authoring.save_draft(seat().org, definition, expected_revision=revision)
+                except authoring.DraftConflict as exc:
                     errors = [_error("", str(exc))]
                 else:
                     db.session.commit()
@@ -148,7 +154,7 @@ class FlowsView(ConsoleView):
     @requires(Role.MENTOR)
     def publish(self, flow_id: int) -> Any:
         flow = self._flow(flow_id)
-        version, created = services.publish_version(
+        version, created = authoring.publish_version(
             flow, notes=request.form.get("notes") or None, by=seat().user.email
         )
         db.session.commit()
@@ -212,8 +218,8 @@ class FlowsView(ConsoleView):
         flow = self._flow(flow_id)
         number = request.form.get("version", type=int)
         try:
-            services.rollback_flow(flow, number or 0, by=seat().user.email)
-        except services.FlowError as exc:
+            authoring.rollback_flow(flow, number or 0, by=seat().user.email)
+        except authoring.FlowError as exc:
             flash(str(exc).capitalize() + ".", "danger")
         else:
             db.session.commit()
@@ -241,7 +247,7 @@ class FlowsView(ConsoleView):
         number = request.args.get("version", type=int)
         definition = flow.draft
         if number is not None:
-            definition = services.get_version(flow, number).definition
+            definition = authoring.get_version(flow, number).definition
         name = f"{flow.slug}{'-v' + str(number) if number else '-draft'}.yaml"
         return Response(
             dump_document(definition),
@@ -262,7 +268,7 @@ class FlowsView(ConsoleView):
             return self.render(
                 "console/flows/edit.html", flow=None, text=text, errors=errors, revision=None
             )
-        flow, created = services.save_draft(seat().org, definition)
+        flow, created = authoring.save_draft(seat().org, definition)
         db.session.commit()
         flash(
             f"{'Created' if created else 'Updated'} the draft of “{flow.title}” from "
@@ -278,6 +284,4 @@ class FlowsView(ConsoleView):
 
 
 def _error(path: str, message: str) -> Any:
-    from mentorflow.flows.document import FieldError
-
     return FieldError(path=path, message=message)

@@ -20,12 +20,11 @@ from urllib.parse import quote, urlencode
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, render_template, request
 
-from mentorflow.flows import services as flow_services
-from mentorflow.platform.auth import hash_secret
-from mentorflow.platform.demo import DEMO_ORG
+from mentorflow.flows import authoring
+from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.extensions import db
-from mentorflow.platform.tenancy import find_org
 from mentorflow.tenants.models import ApiKey, KeyKind
+from mentorflow.tenants.tenancy import find_org
 
 bp = Blueprint(
     "player",
@@ -38,6 +37,10 @@ bp = Blueprint(
 )
 
 PUBLISHABLE_PREFIX = f"{KeyKind.PUBLISHABLE.prefix}_"
+#: The org whose publishable key ``mentorflow demo`` keeps in the instance folder.
+DEMO_ORG = "demo"
+#: That file, in the instance folder.
+DEMO_FILE = "demo.json"
 # The page runs only its own script and styles and talks only to its own origin; videos
 # come from wherever the flow's author put them. Embedding in any site is the point.
 CONTENT_SECURITY_POLICY = (
@@ -90,7 +93,7 @@ def play(org: str, flow: str) -> Response:
     found_org = find_org(org)
     # A key of another org sees the same 404 as a slug that does not exist, as in the API.
     published = (
-        flow_services.find_published(found_org.id, flow)
+        authoring.find_published(found_org.id, flow)
         if found_org is not None and found_org.id == key_org_id
         else None
     )
@@ -117,7 +120,7 @@ def demo_publishable_key(org: str) -> str | None:
     """Return the demo's plain publishable key from the instance folder, for the demo org only."""
     if org != DEMO_ORG:
         return None
-    path = Path(current_app.instance_path) / "demo.json"
+    path = Path(current_app.instance_path) / DEMO_FILE
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -23,7 +23,10 @@ from flask_admin import expose
 from sqlalchemy.orm import selectinload
 
 from mentorflow.admin.access import ConsoleView, current_seat, for_org, requires, seat
+from mentorflow.delivery import services as delivery
+from mentorflow.flows.authoring import compiled_flow
 from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.export import create_export
 from mentorflow.flows.models import (
     EventKind,
     Flow,
@@ -32,13 +35,13 @@ from mentorflow.flows.models import (
     SessionStatus,
     StepEvent,
 )
-from mentorflow.flows.services import compiled_flow
+from mentorflow.jobs.models import Job, JobStatus
+from mentorflow.jobs.runner import job_file
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import OutboxEvent
 from mentorflow.tenants.models import Role
-from mentorflow.worker import delivery, jobs, tasks
-from mentorflow.worker.models import Job, JobStatus
+from mentorflow.worker import tasks
 
 PAGE_SIZE = 50
 DEFAULT_RANGE_DAYS = 30
@@ -721,7 +724,7 @@ class JobsView(LearnerView):
             abort(404)
         flow = for_org(Flow, flow_id)
         begin_write(db.session)
-        job = jobs.create_export(current.org, flow.slug, by=current.user.email)
+        job = create_export(current.org, flow.slug, by=current.user.email)
         db.session.commit()
         try:
             tasks.enqueue_job(job.id)
@@ -756,7 +759,7 @@ class JobsView(LearnerView):
             abort(409, description=f"Job {job.id} is {job.status}; it has no file to download.")
         org = seat().org
         return send_file(
-            jobs.export_path(job),
+            job_file(job),
             mimetype="text/csv",
             as_attachment=True,
             download_name=f"{org.slug}-{job.params.get('flow', 'export')}-{job.id}.csv",
@@ -764,11 +767,8 @@ class JobsView(LearnerView):
 
 
 def _downloadable(job: Job) -> bool:
-    return (
-        job.kind == jobs.EXPORT_SESSIONS
-        and job.status == JobStatus.COMPLETED
-        and jobs.export_path(job).is_file()
-    )
+    path = job_file(job)
+    return job.status == JobStatus.COMPLETED and path is not None and path.is_file()
 
 
 def views() -> list[Any]:

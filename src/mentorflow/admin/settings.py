@@ -47,12 +47,7 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, V
 
 from mentorflow.admin.access import ROLE_RANK, ConsoleView, Seat, for_org, requires, seat
 from mentorflow.admin.auth import StaffLogin
-from mentorflow.platform.db import begin_write, utcnow
-from mentorflow.platform.extensions import db
-from mentorflow.platform.ratelimit import throttle
-from mentorflow.tenants import services as tenant_services
-from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
-from mentorflow.worker.sinks import (
+from mentorflow.delivery.sinks import (
     DEFAULT_POSTHOG_HOST,
     DEFAULT_SUPERMEMORY_BASE_URL,
     DeliveryFailed,
@@ -61,6 +56,11 @@ from mentorflow.worker.sinks import (
     OutboundEvent,
     build_sink,
 )
+from mentorflow.platform.db import begin_write, utcnow
+from mentorflow.platform.extensions import db
+from mentorflow.platform.ratelimit import throttle
+from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
 
 log = logging.getLogger(__name__)
 

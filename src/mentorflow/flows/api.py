@@ -9,7 +9,7 @@ from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from mentorflow.flows import services
+from mentorflow.flows import authoring, learner_sessions
 from mentorflow.flows.engine import AnswerError
 from mentorflow.flows.models import SessionStatus
 from mentorflow.flows.schemas import (
@@ -22,12 +22,13 @@ from mentorflow.flows.schemas import (
     StepSubmissionSchema,
 )
 from mentorflow.platform import idempotency
-from mentorflow.platform.auth import CredentialKind, check_session_token, require
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import WriteTransaction, write_transaction
-from mentorflow.platform.tenancy import current_org, scope_blueprint_to_org
+from mentorflow.tenants.credentials import CredentialKind, check_session_token, require
+from mentorflow.tenants.scoping import scope_blueprint_to_org
+from mentorflow.tenants.tenancy import current_org
 
 blp = Blueprint(
     "learner",
@@ -40,7 +41,7 @@ scope_blueprint_to_org(blp)
 
 KEYS = (CredentialKind.PUBLISHABLE, CredentialKind.SECRET)
 SESSION_READERS = (CredentialKind.SECRET, CredentialKind.SESSION)
-SESSION_ID = re.compile(services.SESSION_ID_RE)
+SESSION_ID = re.compile(learner_sessions.SESSION_ID_RE)
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -55,7 +56,7 @@ def _session_etag(session_version: int) -> str:
 
 def _load_session(
     session_id: str, transaction: WriteTransaction | None = None
-) -> services.SessionRecord:
+) -> learner_sessions.SessionRecord:
     """Load the URL's session for a secret key or that session's own token; 404 otherwise.
 
     In a ``transaction``, the session's row is locked until it ends.
@@ -64,9 +65,11 @@ def _load_session(
     session = None
     if SESSION_ID.match(session_id):
         if transaction:
-            session = services.lock_session(current_org.id, session_id, transaction.connection)
+            session = learner_sessions.lock_session(
+                current_org.id, session_id, transaction.connection
+            )
         else:
-            session = services.find_session(current_org.id, session_id)
+            session = learner_sessions.find_session(current_org.id, session_id)
     if credential.kind == CredentialKind.SESSION:
         check_session_token(credential, session.token_hash if session else None, current_org.id)
     if session is None:
@@ -87,8 +90,8 @@ def _json_response(text: str, version: int, status: int = 200, **headers: str) -
     return response
 
 
-def _conflict(exc: services.StepConflict, problem: str) -> None:
-    state = services.session_state(current_org, exc.session)
+def _conflict(exc: learner_sessions.StepConflict, problem: str) -> None:
+    state = learner_sessions.session_state(current_org, exc.session)
     abort(409, message=exc.detail, problem=problem, extra=state)
 
 
@@ -99,7 +102,7 @@ class PublishedFlow(MethodView):
     def get(self, org: str, flow: str) -> Any:
         """Read a flow's published definition."""
         require(*KEYS)
-        found = services.find_published(current_org.id, flow)
+        found = authoring.find_published(current_org.id, flow)
         if found is None:
             abort(404, message=f"No published flow '{flow}'.")
         flow_obj, version = found
@@ -126,11 +129,11 @@ class FlowSessions(MethodView):
         """Start a learner session on the flow's published version."""
         require(*KEYS)
         begin_write(db.session)
-        found = services.find_published(current_org.id, flow)
+        found = authoring.find_published(current_org.id, flow)
         if found is None:
             abort(404, message=f"No published flow '{flow}'.")
-        session, token = services.start_session(current_org, *found, **contact)
-        body = services.session_state(current_org, services.session_record(session))
+        session, token = learner_sessions.start_session(current_org, *found, **contact)
+        body = learner_sessions.session_state(current_org, learner_sessions.session_record(session))
         db.session.commit()
         body["token"] = token
         location = url_for("learner.LearnerSessionResource", org=org, session_id=session.id)
@@ -146,7 +149,7 @@ class LearnerSessionResource(MethodView):
         session = _load_session(session_id)
         if _etag_matches(request.if_none_match, str(session.version)):
             return Response(status=304, headers={"ETag": _session_etag(session.version)})
-        return _state_response(services.session_state(current_org, session))
+        return _state_response(learner_sessions.session_state(current_org, session))
 
 
 @blp.route("/sessions/<session_id>/steps")
@@ -210,18 +213,18 @@ def _answer_step(
             message=f"The session is at version {session.version}; If-Match did not match.",
         )
     try:
-        services.commit_step(
+        learner_sessions.commit_step(
             current_org, session, submission["step_id"], submission.get("answer"), transaction
         )
-    except services.SessionClosed as exc:
+    except learner_sessions.SessionClosed as exc:
         _conflict(exc, "session-closed")
-    except services.StepConflict as exc:
+    except learner_sessions.StepConflict as exc:
         _conflict(exc, "step-conflict")
     except AnswerError as exc:
         # Raised before anything was written; leaving the block rolls back anyway.
         abort(422, message="The answer is not valid for this step.", errors=exc.errors)
     # Serialized once: the same text is sent and, under a key, stored for replays.
-    text = json.dumps(services.session_state(current_org, session))
+    text = json.dumps(learner_sessions.session_state(current_org, session))
     if key is not None:
         idempotency.store_response(
             current_org.id, session_id, key, fingerprint, 200, text, connection
@@ -239,14 +242,14 @@ class SessionBack(MethodView):
         with write_transaction() as transaction:
             session = _load_session(session_id, transaction)
             try:
-                services.go_back(current_org, session, target["step_id"], transaction)
-            except services.SessionClosed as exc:
+                learner_sessions.go_back(current_org, session, target["step_id"], transaction)
+            except learner_sessions.SessionClosed as exc:
                 _conflict(exc, "session-closed")
-            except services.StepConflict as exc:
+            except learner_sessions.StepConflict as exc:
                 _conflict(exc, "step-conflict")
-            except services.UnknownStep:
+            except learner_sessions.UnknownStep:
                 abort(422, errors={"step_id": [f"unknown step '{target['step_id']}'"]})
-            body = services.session_state(current_org, session)
+            body = learner_sessions.session_state(current_org, session)
         return _state_response(body)
 
 
@@ -255,4 +258,4 @@ class SessionContext(MethodView):
     @blp.response(200, SessionContextSchema)
     def get(self, org: str, session_id: str) -> Any:
         """Read the session's answers and position, for chat or AI callers."""
-        return services.session_context(_load_session(session_id))
+        return learner_sessions.session_context(_load_session(session_id))

@@ -59,23 +59,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from mentorflow.flows.authoring import FlowError, compiled_flow, get_flow, get_version
 from mentorflow.flows.document import NO_ANSWER_TYPES
 from mentorflow.flows.engine import AnswerError
 from mentorflow.flows.engine import Flow as CompiledFlow
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession, SessionStatus, StepEvent
-from mentorflow.flows.services import FlowError, compiled_flow, get_flow, get_version
-from mentorflow.platform.auth import SESSION_TOKEN_PREFIX, generate_secret, hash_secret
+from mentorflow.jobs.models import Job
+from mentorflow.jobs.runner import JobError, JobKind
+from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX
 from mentorflow.tenants.models import Org
-
-if TYPE_CHECKING:
-    from mentorflow.worker.models import Job
 
 LEGACY_IMPORT = "legacy_import"
 BATCH_SIZE = 500
@@ -842,8 +842,6 @@ class _Importer:
 
 def run_import_job(job: Job, progress: Progress) -> dict[str, Any]:
     """Run a ``legacy_import`` job: its params name the flow, the file and whether to apply."""
-    from mentorflow.worker.jobs import JobError  # the jobs module imports this one
-
     org = db.session.get(Org, job.org_id)
     params = job.params
     try:
@@ -853,3 +851,6 @@ def run_import_job(job: Job, progress: Progress) -> dict[str, Any]:
     except LegacyImportError as exc:
         raise JobError(str(exc)) from None
     return report.to_dict()
+
+
+LEGACY_IMPORT_JOB = JobKind(LEGACY_IMPORT, run_import_job)

@@ -1,13 +1,17 @@
-"""Encryption at rest for small secrets, such as an org's own integration API keys.
+"""Secrets: random keys and tokens, their stored hashes, and encryption at rest.
 
-Secrets are Fernet tokens (AES-128-CBC + HMAC-SHA256). The key is ``ENCRYPTION_KEY`` (a Fernet
-key, ``MENTORFLOW_ENCRYPTION_KEY``) when the operator sets one, else derived from
-``SECRET_KEY`` with HKDF-SHA256, so the embedded default needs no extra setting.
+Keys and tokens (``pk_…``, ``sk_…``, ``st_…``) are random and stored only as SHA-256 digests.
+Small secrets kept readable, such as an org's own integration API keys, are Fernet tokens
+(AES-128-CBC + HMAC-SHA256). The key is ``ENCRYPTION_KEY`` (a Fernet key,
+``MENTORFLOW_ENCRYPTION_KEY``) when the operator sets one, else derived from ``SECRET_KEY``
+with HKDF-SHA256, so the embedded default needs no extra setting.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +22,21 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 #: Binds the derived key to this one use, so it never equals a key derived from SECRET_KEY
 #: for anything else.
 _HKDF_INFO = b"mentorflow integration credentials v1"
+
+
+def generate_secret(prefix: str) -> str:
+    """Return a new random secret such as ``pk_…``."""
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str) -> str:
+    """Return the SHA-256 hex digest stored in place of a secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    """Return the non-secret head of a key that identifies it to people."""
+    return secret[:11]
 
 
 def encrypt_secret(plain: str, config: Mapping[str, Any]) -> str:

@@ -3,7 +3,7 @@
 ``emit_event`` adds an outbox row and one pending delivery per configured sink to the current
 transaction: the ORM session's, or a :func:`write_transaction` (the learner hot path's Core
 transaction). Nothing leaves the process until that transaction commits; what happens after the
-commit (waking the workers) is registered with :func:`after_commit`.
+commit (waking the workers) is registered per app with :func:`register_after_commit`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -178,14 +178,16 @@ def emit_event(
     return event_id
 
 
+_HOOKS = "mentorflow.after_commit_hooks"
 #: Called with the ids of the events a transaction committed; must never raise.
-_after_commit_hooks: list[Callable[[list[uuid.UUID]], None]] = []
+AfterCommitHook = Callable[[list[uuid.UUID]], None]
 
 
-def after_commit(hook: Callable[[list[uuid.UUID]], None]) -> Callable[[list[uuid.UUID]], None]:
-    """Register ``hook`` to run after a transaction that emitted events commits."""
-    _after_commit_hooks.append(hook)
-    return hook
+def register_after_commit(app: Flask, hook: AfterCommitHook) -> None:
+    """Run ``hook`` after each of ``app``'s transactions that emitted events commits."""
+    hooks = app.extensions.setdefault(_HOOKS, [])
+    if hook not in hooks:
+        hooks.append(hook)
 
 
 def _pending_events(session: Session) -> list[uuid.UUID]:
@@ -198,9 +200,9 @@ def _run_after_commit_hooks(session: Session) -> None:
 
 
 def _run_hooks(event_ids: list[uuid.UUID] | None) -> None:
-    if not event_ids:
+    if not event_ids or not has_app_context():
         return
-    for hook in _after_commit_hooks:
+    for hook in current_app.extensions.get(_HOOKS, ()):
         try:
             hook(event_ids)
         except Exception:

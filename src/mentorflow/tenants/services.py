@@ -9,8 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
 
-from mentorflow.platform.auth import display_prefix, generate_secret, hash_secret
-from mentorflow.platform.crypto import encrypt_secret
+from mentorflow.platform.crypto import display_prefix, encrypt_secret, generate_secret, hash_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser

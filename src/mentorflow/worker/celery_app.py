@@ -1,6 +1,6 @@
 """Celery entry point: ``celery -A mentorflow.worker.celery_app worker|beat``."""
 
-from mentorflow.platform.app import create_app
+from mentorflow.app import create_app
 
 flask_app = create_app()
 app = flask_app.extensions["celery"]

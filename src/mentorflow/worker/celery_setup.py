@@ -1,4 +1,8 @@
-"""Celery the Flask way: one Celery app per Flask app, tasks run inside its app context."""
+"""Celery the Flask way: one Celery app per Flask app, tasks run inside its app context.
+
+``celery_init_app`` is the worker package's only set-up: it binds Celery, registers the
+wake-up that runs after each commit that wrote outbox events, and the worker-process hooks.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_process_shutdown
 from flask import Flask
+
+from mentorflow.delivery.sinks import close_clients
+from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import register_after_commit
+from mentorflow.worker.wakeup import wake_workers
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, Any]]:
@@ -21,6 +30,10 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, Any]]:
         "abandon-inactive-sessions": {
             "task": "mentorflow.worker.tasks.abandon_inactive_sessions",
             "schedule": timedelta(minutes=1),
+        },
+        "requeue-stale-jobs": {
+            "task": "mentorflow.worker.tasks.requeue_stale_jobs",
+            "schedule": timedelta(seconds=sweep_seconds),
         },
         "prune-idempotency-keys": {
             "task": "mentorflow.worker.tasks.prune_idempotency_keys",
@@ -62,6 +75,9 @@ def celery_init_app(app: Flask) -> Celery:
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+    register_after_commit(app, wake_workers)
+    worker_process_init.connect(_fresh_connections_after_fork, weak=False)
+    worker_process_shutdown.connect(_close_sink_clients, weak=False)
     return celery_app
 
 
@@ -81,18 +97,12 @@ def _transport_options(broker_url: str, config: Any) -> dict[str, Any]:
     return {}
 
 
-@worker_process_init.connect
 def _fresh_connections_after_fork(**kwargs: Any) -> None:
     # A forked pool process must not share the parent's pooled database connections.
-    from mentorflow.platform.extensions import db
-
     for engine in getattr(db, "_app_engines", {}).values():
         for bound in engine.values():
             bound.dispose(close=False)
 
 
-@worker_process_shutdown.connect
 def _close_sink_clients(**kwargs: Any) -> None:
-    from mentorflow.worker.sinks import close_clients
-
     close_clients()

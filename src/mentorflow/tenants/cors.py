@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, current_app, request
 
-from mentorflow.platform.tenancy import find_org
+from mentorflow.tenants.tenancy import find_org
 
 ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match"
 EXPOSED_HEADERS = "ETag, Idempotent-Replayed, Retry-After, Location"

@@ -11,19 +11,20 @@ from typing import Any
 import click
 import sqlalchemy as sa
 from flask import current_app
+from flask.cli import with_appcontext
 
-from mentorflow.flows import services as flow_services
+from mentorflow.admin.player import DEMO_FILE, DEMO_ORG
+from mentorflow.flows import authoring, learner_sessions
 from mentorflow.flows.document import load_document
 from mentorflow.flows.engine import Flow as CompiledFlow
 from mentorflow.flows.models import LearnerSession
-from mentorflow.platform.auth import hash_secret
+from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import ApiKey, KeyKind, Org, Role
 
 DEMO_FLOW = Path(__file__).resolve().parent.parent / "flows" / "demo" / "demo-flow.yaml"
-DEMO_ORG = "demo"
 DEMO_EMAIL = "mentor@demo.example"
 
 
@@ -41,7 +42,7 @@ def seed_demo() -> Demo:
     """Create what is missing of the demo and return its credentials."""
     # Keys are stored hashed, so the demo keeps its plain secrets in the instance folder to be
     # able to print them again on the next run.
-    secrets_file = Path(current_app.instance_path) / "demo.json"
+    secrets_file = Path(current_app.instance_path) / DEMO_FILE
     saved = json.loads(secrets_file.read_text()) if secrets_file.is_file() else {}
     begin_write(db.session)
     org = db.session.scalars(sa.select(Org).where(Org.slug == DEMO_ORG)).first()
@@ -51,8 +52,8 @@ def seed_demo() -> Demo:
     password = saved.get("staff_password") or secrets.token_urlsafe(12)
     tenant_services.create_staff(DEMO_EMAIL, password, org, Role.OWNER)
     definition = load_document(DEMO_FLOW.read_bytes())
-    flow, _ = flow_services.save_draft(org, definition)
-    version, _ = flow_services.publish_version(flow, notes="demo", by=DEMO_EMAIL)
+    flow, _ = authoring.save_draft(org, definition)
+    version, _ = authoring.publish_version(flow, notes="demo", by=DEMO_EMAIL)
     _seed_sessions(org, flow, version)
     db.session.commit()
     saved = {"staff_password": password, **{kind.value: secret for kind, secret in keys.items()}}
@@ -87,10 +88,10 @@ def _seed_sessions(org: Org, flow: Any, version: Any) -> None:
     ):
         return
     for name, overrides, depth in DEMO_LEARNERS:
-        started, _ = flow_services.start_session(
+        started, _ = learner_sessions.start_session(
             org, flow, version, name=name, email=f"{name.lower()}@demo.example"
         )
-        session = flow_services.session_record(started)
+        session = learner_sessions.session_record(started)
         engine = session.flow_version.engine
         answered = 0
         while session.current_step_id and (depth is None or answered < depth):
@@ -105,7 +106,7 @@ def _seed_sessions(org: Org, flow: Any, version: Any) -> None:
                     }[field]
                     for field in step["fields"]
                 }
-            flow_services.commit_step(org, session, session.current_step_id, answer)
+            learner_sessions.commit_step(org, session, session.current_step_id, answer)
             answered += 1
 
 
@@ -206,3 +207,11 @@ mentorflow demo is ready
 Walk the demo flow to completion with curl (paste into a shell):
 """)
     click.echo(walkthrough(demo, base_url))
+
+
+@click.command("demo")
+@click.option("--base-url", default="http://127.0.0.1:5000", show_default=True)
+@with_appcontext
+def demo(base_url: str) -> None:
+    """Seed the demo org, staff owner, keys and flow (idempotent) and print them."""
+    print_walkthrough(seed_demo(), base_url)

@@ -7,14 +7,13 @@ import time
 
 import click
 
+from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.platform.extensions import db
-from mentorflow.worker.models import Job, JobStatus
+from mentorflow.worker import tasks
 
 
 def run_and_wait(job_id: int, timeout: int) -> Job:
     """Hand a committed job to a worker, then show its progress until it ends or times out."""
-    from mentorflow.worker import tasks
-
     try:
         tasks.enqueue_job(job_id)
     except Exception as exc:

@@ -15,7 +15,7 @@ from mentorflow.platform.extensions import api, db, migrate
 from mentorflow.platform.jsonio import JSONProvider
 from mentorflow.platform.ratelimit import init_rate_limit
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -53,24 +53,27 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _init_worker(app: Flask) -> None:
-    from mentorflow.worker import tasks  # noqa: F401  (registers tasks and the wake-up hook)
+    from mentorflow.flows.export import EXPORT_JOB
+    from mentorflow.flows.legacy import LEGACY_IMPORT_JOB
+    from mentorflow.jobs.runner import register_job_kinds
     from mentorflow.worker.celery_setup import celery_init_app
 
+    register_job_kinds(app, EXPORT_JOB, LEGACY_IMPORT_JOB)
     celery_init_app(app)
 
 
 def _import_models() -> None:
     # Every model must be known to the metadata before migrations compare against it.
-    import mentorflow.flows.models
-    import mentorflow.platform.idempotency
-    import mentorflow.platform.outbox
-    import mentorflow.tenants.models
-    import mentorflow.worker.models  # noqa: F401
+    pass
 
 
 def _register_blueprints(app: Flask) -> None:
+    from mentorflow.flows.learner_sessions import session_token_owner
+    from mentorflow.tenants.credentials import init_credentials
+
+    init_credentials(app, session_token_owner=session_token_owner)
     from mentorflow.flows.api import blp as flows_blp
-    from mentorflow.worker.api import blp as jobs_blp
+    from mentorflow.jobs.api import blp as jobs_blp
 
     api.register_blueprint(flows_blp)
     api.register_blueprint(jobs_blp)

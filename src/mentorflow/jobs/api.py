@@ -10,11 +10,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields
 
-from mentorflow.platform.auth import CredentialKind, require
+from mentorflow.jobs.models import Job, JobStatus
+from mentorflow.jobs.runner import job_file
 from mentorflow.platform.errors import abort
-from mentorflow.platform.tenancy import current_org, get_for_org, scope_blueprint_to_org
-from mentorflow.worker.jobs import export_path
-from mentorflow.worker.models import Job, JobStatus
+from mentorflow.tenants.credentials import CredentialKind, require
+from mentorflow.tenants.scoping import scope_blueprint_to_org
+from mentorflow.tenants.tenancy import current_org, get_for_org
 
 blp = Blueprint(
     "jobs",
@@ -39,7 +40,7 @@ class JobSchema(ma.Schema):
     completed_at = fields.DateTime(allow_none=True)
 
     def _download_url(self, job: Job) -> str | None:
-        if job.status != JobStatus.COMPLETED or job.kind != "export_sessions":
+        if job.status != JobStatus.COMPLETED or job_file(job) is None:
             return None
         return url_for("jobs.JobDownload", org=current_org.slug, job_id=job.id)
 
@@ -61,8 +62,8 @@ class JobDownload(MethodView):
         """Download a completed export job's CSV file (secret key)."""
         require(CredentialKind.SECRET)
         job = get_for_org(Job, job_id, "job")
-        path = export_path(job)
-        if job.status != JobStatus.COMPLETED or not path.is_file():
+        path = job_file(job)
+        if job.status != JobStatus.COMPLETED or path is None or not path.is_file():
             abort(409, message=f"Job {job_id} is {job.status}; its file is not ready.")
         return send_file(
             path,

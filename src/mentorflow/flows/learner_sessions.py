@@ -1,42 +1,31 @@
-"""Flow authoring and learner-session operations. They flush; the caller commits."""
+"""Learner sessions: start, commit a step, go back, read state, abandon. They flush."""
 
 from __future__ import annotations
 
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from mentorflow.flows.document import checksum as definition_checksum
-from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.authoring import VersionInfo, version_info
 from mentorflow.flows.models import (
     EventKind,
     Flow,
     FlowVersion,
     LearnerSession,
-    PublishLog,
     SessionStatus,
     StepEvent,
 )
-from mentorflow.platform.auth import SESSION_TOKEN_PREFIX, generate_secret, hash_secret
+from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import EventType, WriteTransaction, connection_for, emit_event
+from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX
 from mentorflow.tenants.models import Org
 
 SESSION_ID_RE = r"^[0-9a-f]{32}$"
-_COMPILED_CACHE_SIZE = 256
-
-
-class FlowError(ValueError):
-    """A flow operation was refused; the message says why, for people."""
-
-
-class DraftConflict(FlowError):
-    """The draft changed since the editor loaded it."""
 
 
 class StepConflict(Exception):
@@ -54,138 +43,6 @@ class SessionClosed(StepConflict):
 
 class UnknownStep(LookupError):
     """The step id is not part of the session's flow version."""
-
-
-def find_flow(org_id: int, slug: str) -> Flow | None:
-    """Return the org's flow with ``slug``."""
-    return db.session.scalars(
-        sa.select(Flow).where(Flow.org_id == org_id, Flow.slug == slug)
-    ).first()
-
-
-def get_flow(org: Org, slug: str) -> Flow:
-    """Return the org's flow with ``slug`` or raise ``FlowError``."""
-    flow = find_flow(org.id, slug)
-    if flow is None:
-        raise FlowError(f"no flow '{slug}' in '{org.slug}'")
-    return flow
-
-
-def save_draft(
-    org: Org, definition: dict[str, Any], *, expected_revision: int | None = None
-) -> tuple[Flow, bool]:
-    """Create the flow or replace its draft with a validated definition; return (flow, created)."""
-    flow = find_flow(org.id, definition["slug"])
-    if flow is None:
-        flow = Flow(
-            org_id=org.id,
-            slug=definition["slug"],
-            title=definition["title"],
-            draft=definition,
-            draft_revision=1,
-        )
-        db.session.add(flow)
-        db.session.flush()
-        return flow, True
-    if expected_revision is not None and expected_revision != flow.draft_revision:
-        raise DraftConflict(
-            f"the draft of '{flow.slug}' was saved by someone else "
-            f"(revision {flow.draft_revision}, you edited revision {expected_revision}); "
-            "reload it and apply your change again"
-        )
-    if flow.draft != definition:
-        flow.draft = definition
-        flow.title = definition["title"]
-        flow.draft_revision += 1
-    flow.archived_at = None
-    db.session.flush()
-    return flow, False
-
-
-def latest_version(flow: Flow) -> FlowVersion | None:
-    """Return the highest-numbered version of ``flow``."""
-    return db.session.scalars(
-        sa.select(FlowVersion)
-        .where(FlowVersion.flow_id == flow.id)
-        .order_by(FlowVersion.number.desc())
-        .limit(1)
-    ).first()
-
-
-def publish_version(
-    flow: Flow, *, notes: str | None = None, by: str | None = None
-) -> tuple[FlowVersion, bool]:
-    """Publish the draft as a new immutable version; return (version, created).
-
-    Publishing a draft identical to the published version changes nothing.
-    """
-    digest = definition_checksum(flow.draft)
-    current = flow.published_version
-    if current is not None and current.checksum == digest:
-        return current, False
-    latest = latest_version(flow)
-    version = FlowVersion(
-        flow_id=flow.id,
-        number=(latest.number + 1) if latest else 1,
-        definition=flow.draft,
-        checksum=digest,
-        published_by=by,
-        published_at=utcnow(),
-        notes=notes,
-    )
-    db.session.add(version)
-    db.session.flush()
-    _point_at(flow, version, by=by, notes=notes)
-    return version, True
-
-
-def get_version(flow: Flow, number: int | None = None) -> FlowVersion:
-    """Return version ``number`` of ``flow`` (the published one when None)."""
-    if number is None:
-        if flow.published_version is None:
-            raise FlowError(f"flow '{flow.slug}' has no published version")
-        return flow.published_version
-    version = db.session.scalars(
-        sa.select(FlowVersion).where(FlowVersion.flow_id == flow.id, FlowVersion.number == number)
-    ).first()
-    if version is None:
-        raise FlowError(f"flow '{flow.slug}' has no version {number}")
-    return version
-
-
-def rollback_flow(flow: Flow, number: int, *, by: str | None = None) -> FlowVersion:
-    """Publish an older version again; sessions already started keep their own version."""
-    version = get_version(flow, number)
-    if flow.published_version_id == version.id:
-        raise FlowError(f"version {number} of '{flow.slug}' is already the published one")
-    _point_at(flow, version, by=by, notes=f"rollback to version {number}")
-    return version
-
-
-def _point_at(flow: Flow, version: FlowVersion, *, by: str | None, notes: str | None) -> None:
-    previous = flow.published_version
-    flow.published_version = version
-    db.session.add(
-        PublishLog(
-            flow_id=flow.id,
-            from_version=previous.number if previous else None,
-            to_version=version.number,
-            by=by,
-            at=utcnow(),
-            notes=notes,
-        )
-    )
-    db.session.flush()
-
-
-def find_published(org_id: int, slug: str) -> tuple[Flow, FlowVersion] | None:
-    """Return a live flow and its published version, or None."""
-    row = db.session.execute(
-        sa.select(Flow, FlowVersion)
-        .join(FlowVersion, FlowVersion.id == Flow.published_version_id)
-        .where(Flow.org_id == org_id, Flow.slug == slug, Flow.archived_at.is_(None))
-    ).first()
-    return None if row is None else (row[0], row[1])
 
 
 def start_session(
@@ -252,6 +109,16 @@ _SESSION_COLUMNS = [
 ]
 
 
+def session_token_owner(token_hash: str) -> tuple[str, int] | None:
+    """Return (session id, org id) of the session a token opens, if any."""
+    row = db.session.execute(
+        sa.select(LearnerSession.id, LearnerSession.org_id).where(
+            LearnerSession.token_hash == token_hash
+        )
+    ).first()
+    return None if row is None else (row.id, row.org_id)
+
+
 @dataclass
 class SessionRecord:
     """A learner session as the hot path handles it: plain values, written back with Core."""
@@ -274,50 +141,6 @@ class SessionRecord:
     updated_at: datetime
     completed_at: datetime | None
     flow_version: VersionInfo
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """What the hot path needs of an immutable flow version, cached per process."""
-
-    id: int
-    number: int
-    flow_slug: str
-    checksum: str
-    engine: CompiledFlow
-
-
-_versions: OrderedDict[tuple[int, str], VersionInfo] = OrderedDict()
-
-
-def version_info(version_id: int, checksum: str) -> VersionInfo:
-    """Return the cached version info (compiled engine included) of a flow version."""
-    # The checksum is part of the key so that a recycled id (a restored database) never
-    # serves another definition.
-    key = (version_id, checksum)
-    info = _versions.get(key)
-    if info is None:
-        row = db.session.execute(
-            sa.select(FlowVersion.number, FlowVersion.definition, Flow.slug)
-            .join(Flow, Flow.id == FlowVersion.flow_id)
-            .where(FlowVersion.id == version_id)
-        ).one()
-        info = VersionInfo(
-            id=version_id,
-            number=row.number,
-            flow_slug=row.slug,
-            checksum=checksum,
-            engine=CompiledFlow(row.definition),
-        )
-        _versions[key] = info
-        if len(_versions) > _COMPILED_CACHE_SIZE:
-            _versions.popitem(last=False)
-    return info
-
-
-def compiled_flow(version: FlowVersion) -> CompiledFlow:
-    """Return the compiled engine of a flow version (cached: versions are immutable)."""
-    return version_info(version.id, version.checksum).engine
 
 
 def _session_query(*, for_update: bool) -> sa.Select:

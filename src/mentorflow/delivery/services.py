@@ -21,11 +21,11 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, Sink, build_sink
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
 from mentorflow.tenants.models import Org
-from mentorflow.worker.sinks import DeliveryFailed, OutboundEvent, Sink, build_sink
 
 log = logging.getLogger(__name__)
 

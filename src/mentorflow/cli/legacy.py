@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
+from mentorflow.cli.progress import run_and_wait
 from mentorflow.flows.legacy import (
     LEGACY_IMPORT,
     ImportReport,
@@ -15,9 +16,9 @@ from mentorflow.flows.legacy import (
     import_legacy_sessions,
     import_target,
 )
+from mentorflow.jobs.runner import create_job
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
-from mentorflow.platform.progress import run_and_wait
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import Org
 
@@ -82,10 +83,8 @@ def _run_here(org: Org, flow_slug: str, file: Path, apply: bool) -> ImportReport
 def _run_in_background(
     org: Org, flow_slug: str, file: Path, apply: bool, timeout: int
 ) -> ImportReport:
-    from mentorflow.worker import jobs
-
     # The worker opens the file by this absolute path: it must see the same filesystem.
-    job = jobs.create_job(
+    job = create_job(
         org, LEGACY_IMPORT, {"flow": flow_slug, "path": str(file), "apply": apply}, by="cli"
     )
     db.session.commit()

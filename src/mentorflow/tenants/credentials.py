@@ -1,22 +1,25 @@
-"""API keys and session tokens: generation, hashing and the request's credential."""
+"""The request's credential: an org's API key or a learner session's token."""
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import Response, after_this_request, current_app, g, request
+from flask import Flask, Response, after_this_request, current_app, g, request
 
+from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
+from mentorflow.tenants.models import ApiKey
 
 SESSION_TOKEN_PREFIX = "st"
+_TOKEN_OWNER = "mentorflow.session_token_owner"
+#: Looks up (session id, org id) by a session token's digest.
+TokenOwner = Callable[[str], tuple[str, int] | None]
 #: How stale ``api_keys.last_used_at`` may get before a request refreshes it.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -36,21 +39,6 @@ class Credential:
     org_id: int | None
     key_id: int | None = None
     token_hash: str | None = None
-
-
-def generate_secret(prefix: str) -> str:
-    """Return a new random secret such as ``pk_…``."""
-    return f"{prefix}_{secrets.token_urlsafe(32)}"
-
-
-def hash_secret(secret: str) -> str:
-    """Return the SHA-256 hex digest stored in place of a secret."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def display_prefix(secret: str) -> str:
-    """Return the non-secret head of a key that identifies it to people."""
-    return secret[:11]
 
 
 def _bearer_token() -> str | None:
@@ -77,8 +65,6 @@ def authenticate() -> Credential:
 
 
 def _resolve(token: str) -> Credential:
-    from mentorflow.tenants.models import ApiKey
-
     digest = hash_secret(token)
     if token.startswith(f"{SESSION_TOKEN_PREFIX}_"):
         # Checked against the session row the endpoint loads anyway: no query of its own on
@@ -105,8 +91,6 @@ def _touch_key(key_id: int, last_used_at: datetime | None) -> None:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
 
     def record_use() -> None:
-        from mentorflow.tenants.models import ApiKey
-
         with app.app_context(), db.engine.begin() as connection:
             connection.execute(
                 sa.update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now)
@@ -122,16 +106,17 @@ def _on_close(response: Response, callback: Callable[[], None]) -> Response:
     return response
 
 
+def init_credentials(app: Flask, *, session_token_owner: TokenOwner) -> None:
+    """Tell the credential checks how to find the session a ``st_`` token opens.
+
+    Sessions belong to the flows package, above this one: the app factory hands the lookup in.
+    """
+    app.extensions[_TOKEN_OWNER] = session_token_owner
+
+
 def token_owner(token_hash: str) -> tuple[str, int] | None:
     """Return (session id, org id) of the session a token opens, if any."""
-    from mentorflow.flows.models import LearnerSession
-
-    row = db.session.execute(
-        sa.select(LearnerSession.id, LearnerSession.org_id).where(
-            LearnerSession.token_hash == token_hash
-        )
-    ).first()
-    return None if row is None else (row.id, row.org_id)
+    return current_app.extensions[_TOKEN_OWNER](token_hash)
 
 
 def check_session_token(

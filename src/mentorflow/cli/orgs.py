@@ -1,0 +1,100 @@
+"""``mentorflow org``: create organizations and change their settings."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from mentorflow.cli.common import fail, org_for_write
+from mentorflow.platform.db import begin_write
+from mentorflow.platform.extensions import db
+from mentorflow.tenants import services as tenant_services
+
+
+@click.group()
+def org() -> None:
+    """Manage organizations."""
+
+
+@org.command("create")
+@click.argument("slug")
+@click.option("--name", required=True, help="Display name.")
+@with_appcontext
+def org_create(slug: str, name: str) -> None:
+    """Create an organization."""
+    begin_write(db.session)
+    try:
+        created = tenant_services.create_org(slug, name)
+    except tenant_services.TenantError as exc:
+        fail(str(exc))
+    db.session.commit()
+    click.echo(f"created organization {created.slug} ({created.name})")
+
+
+@org.command("set")
+@click.argument("slug")
+@click.option("--allowed-origins", help="Comma-separated browser origins for CORS ('' clears).")
+@click.option("--abandon-after", help="Inactivity before a session is abandoned: 30m, 12h, 7d, 2w.")
+@with_appcontext
+def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -> None:
+    """Change an organization's settings."""
+    target = org_for_write(slug)
+    try:
+        tenant_services.update_org_settings(
+            target,
+            allowed_origins=None if allowed_origins is None else allowed_origins.split(","),
+            abandon_after=None
+            if abandon_after is None
+            else tenant_services.parse_duration(abandon_after),
+        )
+    except tenant_services.TenantError as exc:
+        fail(str(exc))
+    db.session.commit()
+    ttl = target.abandon_after(current_app.config["ABANDON_AFTER"])
+    origins = ", ".join(target.allowed_origins) or "(none)"
+    click.echo(f"{target.slug}: allowed origins {origins}; abandon after {ttl}s")
+
+
+@org.command("integrate")
+@click.argument("slug")
+@click.argument("sink", type=click.Choice(["posthog", "memory"]))
+@click.option("--api-key", help="The org's own key for the service (stored encrypted).")
+@click.option("--url", help="The service's host or base URL.")
+@click.option(
+    "--send-answers/--no-send-answers",
+    default=None,
+    help="PostHog only: include answers in event properties (off by default).",
+)
+@click.option("--clear", is_flag=True, help="Forget the org's credentials; use the platform's.")
+@with_appcontext
+def org_integrate(
+    slug: str,
+    sink: str,
+    api_key: str | None,
+    url: str | None,
+    send_answers: bool | None,
+    clear: bool,
+) -> None:
+    """Give an organization its own PostHog or Supermemory credentials."""
+    target = org_for_write(slug)
+    try:
+        tenant_services.set_integration(
+            target,
+            sink,
+            current_app.config,
+            api_key=api_key,
+            url=url,
+            send_answers=send_answers,
+            clear=clear,
+        )
+    except tenant_services.TenantError as exc:
+        fail(str(exc))
+    db.session.commit()
+    shown = {
+        k: v
+        for k, v in target.settings["integrations"].get(sink, {}).items()
+        if k != "api_key_encrypted"
+    }
+    has_key = "api_key_encrypted" in target.settings["integrations"].get(sink, {})
+    click.echo(f"{slug}: {sink} {'(own key) ' if has_key else ''}{shown or '(platform defaults)'}")

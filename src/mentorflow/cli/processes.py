@@ -1,0 +1,65 @@
+"""``mentorflow serve | worker | beat | up``: the processes of an installation."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from mentorflow.cli.server import run_gunicorn
+from mentorflow.cli.supervisor import run_together
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_appcontext
+def serve(host: str, port: int) -> None:
+    """Serve the API and console with gunicorn."""
+    run_gunicorn(
+        host,
+        port,
+        workers=int(current_app.config["WEB_CONCURRENCY"]),
+        timeout=int(current_app.config["WEB_TIMEOUT"]),
+    )
+
+
+@click.command("worker")
+@click.option(
+    "--concurrency", type=int, help="Worker processes (default MENTORFLOW_WORKER_CONCURRENCY)."
+)
+@click.option("--loglevel", default="INFO", show_default=True)
+@with_appcontext
+def worker(concurrency: int | None, loglevel: str) -> None:
+    """Run a Celery worker that delivers events and runs jobs."""
+    processes = concurrency or int(current_app.config["WORKER_CONCURRENCY"])
+    current_app.extensions["celery"].worker_main(
+        ["worker", f"--loglevel={loglevel}", f"--concurrency={processes}"]
+    )
+
+
+@click.command("beat")
+@click.option("--loglevel", default="INFO", show_default=True)
+@with_appcontext
+def beat(loglevel: str) -> None:
+    """Run the one Celery beat: delivery sweep, abandonment, idempotency pruning."""
+    current_app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
+
+
+@click.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def up(host: str, port: int) -> None:
+    """Run the web server, a worker and the beat together until Ctrl-C (development)."""
+    command = [sys.executable, "-m", "mentorflow.cli"]
+    sys.exit(
+        run_together(
+            {
+                "web": [*command, "serve", "--host", host, "--port", str(port)],
+                "worker": [*command, "worker"],
+                "beat": [*command, "beat"],
+            }
+        )
+    )

@@ -1,0 +1,45 @@
+"""The API's request edge: authenticate, enter the org named in the URL, answer CORS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+from mentorflow.platform.errors import abort
+from mentorflow.platform.extensions import db
+from mentorflow.tenants.cors import add_cors_headers, preflight_response
+from mentorflow.tenants.credentials import authenticate, token_owner
+from mentorflow.tenants.tenancy import enter_org
+
+
+def scope_blueprint_to_org(blueprint: Any) -> None:
+    """Authenticate every request of ``blueprint`` and enter the org named in its URL."""
+
+    @blueprint.before_request
+    def _enter_org_of_url() -> Any:
+        slug = (request.view_args or {}).get("org")
+        if request.method == "OPTIONS":
+            return preflight_response(slug)
+        if request.method in ("GET", "HEAD"):
+            # Reads are single statements: no BEGIN/ROLLBACK round trips around them.
+            db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        credential = authenticate()
+        org = enter_org(slug, credential.org_id)
+        if credential.org_id is None and "session_id" not in request.view_args:
+            # A session token outside its session's routes: match it to its org now, before
+            # anything else of the request is looked at.
+            owner = token_owner(credential.token_hash or "")
+            if owner is None:
+                abort(
+                    401,
+                    message="The session token is not valid.",
+                    headers={"WWW-Authenticate": 'Bearer realm="mentorflow"'},
+                )
+            if owner[1] != org.id:
+                abort(404, message=f"No organization '{slug}'.")
+        return None
+
+    @blueprint.after_request
+    def _cors(response: Any) -> Any:
+        return add_cors_headers(response, (request.view_args or {}).get("org"))
