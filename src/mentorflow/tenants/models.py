@@ -29,13 +29,10 @@ class KeyKind(enum.StrEnum):
         return "pk" if self is KeyKind.PUBLISHABLE else "sk"
 
 
-class Org(CreatedAtMixin, db.Model):
-    __tablename__ = "orgs"
+class OrgSettings:
+    """How an org's ``settings`` document reads: shared by the row and its cached copy."""
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    slug: Mapped[str] = mapped_column(sa.String(80), unique=True)
-    name: Mapped[str] = mapped_column(sa.String(200))
-    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settings: dict[str, Any]
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -44,6 +41,15 @@ class Org(CreatedAtMixin, db.Model):
     def abandon_after(self, default: int) -> int:
         """Return the inactivity TTL in seconds."""
         return int(self.settings.get("abandon_after", default))
+
+
+class Org(OrgSettings, CreatedAtMixin, db.Model):
+    __tablename__ = "orgs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     def __repr__(self) -> str:
         return f"<Org {self.slug}>"

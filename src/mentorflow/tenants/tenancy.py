@@ -12,26 +12,19 @@ from werkzeug.local import LocalProxy
 
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
-from mentorflow.tenants.models import Org
+from mentorflow.tenants.models import Org, OrgSettings
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class OrgInfo:
+class OrgInfo(OrgSettings):
     """An org as the API needs it; cached briefly per process, never written through."""
 
     id: int
     slug: str
     name: str
     settings: dict[str, Any]
-
-    @property
-    def allowed_origins(self) -> list[str]:
-        return list(self.settings.get("allowed_origins", []))
-
-    def abandon_after(self, default: int) -> int:
-        return int(self.settings.get("abandon_after", default))
 
 
 current_org: OrgInfo = LocalProxy(lambda: g.org)  # type: ignore[assignment]
