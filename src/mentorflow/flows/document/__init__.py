@@ -1,0 +1,43 @@
+"""Parse, validate and dump flow documents: the YAML or JSON that staff author."""
+
+from mentorflow.flows.document.validate import (
+    ANSWER_TYPES,
+    CHOICE_TYPES,
+    COMPARISON_OPERATORS,
+    CONTACT_FIELDS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_SCALE,
+    MAX_DOCUMENT_CHARS,
+    MISSING,
+    NO_ANSWER_TYPES,
+    OPERATORS,
+    STEP_TYPES,
+    DocumentError,
+    FieldError,
+    checksum,
+    dump_document,
+    load_document,
+    parse_document,
+    validate_document,
+)
+
+__all__ = [
+    "ANSWER_TYPES",
+    "CHOICE_TYPES",
+    "COMPARISON_OPERATORS",
+    "CONTACT_FIELDS",
+    "DEFAULT_MAX_LENGTH",
+    "DEFAULT_SCALE",
+    "MAX_DOCUMENT_CHARS",
+    "MISSING",
+    "NO_ANSWER_TYPES",
+    "OPERATORS",
+    "STEP_TYPES",
+    "DocumentError",
+    "FieldError",
+    "checksum",
+    "dump_document",
+    "load_document",
+    "parse_document",
+    "validate_document",
+]
