@@ -1,17 +1,19 @@
 """Parse, validate and dump flow documents: the YAML or JSON that staff author."""
 
-from mentorflow.flows.document.validate import (
+from mentorflow.flows.document.steps import (
     ANSWER_TYPES,
     CHOICE_TYPES,
     COMPARISON_OPERATORS,
     CONTACT_FIELDS,
     DEFAULT_MAX_LENGTH,
     DEFAULT_SCALE,
-    MAX_DOCUMENT_CHARS,
-    MISSING,
     NO_ANSWER_TYPES,
     OPERATORS,
     STEP_TYPES,
+)
+from mentorflow.flows.document.validate import (
+    MAX_DOCUMENT_CHARS,
+    MISSING,
     DocumentError,
     FieldError,
     checksum,

@@ -15,68 +15,28 @@ from urllib.parse import urlsplit
 
 import yaml
 
-STEP_TYPES: tuple[str, ...] = (
-    "info",
-    "video",
-    "single_choice",
-    "multi_choice",
-    "text",
-    "long_text",
-    "number",
-    "scale",
-    "boolean",
-    "email",
-    "phone",
-    "contact",
+from mentorflow.flows.document.steps import (
+    _ALL_STEP_FIELDS,
+    _COMMON_STEP_FIELDS,
+    _OPTION_FIELDS,
+    _PHASE_FIELDS,
+    _ROOT_FIELDS,
+    _RULE_FIELDS,
+    _STEP_FIELD_ORDER,
+    _TYPE_FIELDS,
+    ANSWER_TYPES,
+    CHOICE_TYPES,
+    COMPARISON_OPERATORS,
+    CONTACT_FIELDS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_SCALE,
+    NO_ANSWER_TYPES,
+    OPERATORS,
+    STEP_TYPES,
+    _ordered,
 )
-NO_ANSWER_TYPES: frozenset[str] = frozenset({"info", "video"})
-ANSWER_TYPES: frozenset[str] = frozenset(STEP_TYPES) - NO_ANSWER_TYPES
-CHOICE_TYPES: frozenset[str] = frozenset({"single_choice", "multi_choice"})
-CONTACT_FIELDS: tuple[str, ...] = ("name", "email", "phone")
-OPERATORS: tuple[str, ...] = ("equals", "not_equals", "in", "gt", "gte", "lt", "lte", "answered")
-COMPARISON_OPERATORS: frozenset[str] = frozenset({"gt", "gte", "lt", "lte"})
-DEFAULT_MAX_LENGTH: dict[str, int] = {"text": 2000, "long_text": 20000}
-DEFAULT_SCALE: tuple[int, int] = (1, 10)
-MAX_DOCUMENT_CHARS = 1_000_000
 
-_ROOT_FIELDS = ("slug", "title", "description", "phases")
-_PHASE_FIELDS = ("id", "title", "steps")
-_COMMON_STEP_FIELDS = ("id", "type", "key", "legacy_key", "prompt", "body", "required", "next")
-_TYPE_FIELDS: dict[str, tuple[str, ...]] = {
-    "info": (),
-    "video": ("video_url",),
-    "single_choice": ("options",),
-    "multi_choice": ("options", "min_selected", "max_selected"),
-    "text": ("max_length",),
-    "long_text": ("max_length",),
-    "number": ("min", "max"),
-    "scale": ("min", "max"),
-    "boolean": (),
-    "email": (),
-    "phone": (),
-    "contact": ("fields",),
-}
-_STEP_FIELD_ORDER = (
-    "id",
-    "type",
-    "key",
-    "legacy_key",
-    "prompt",
-    "body",
-    "video_url",
-    "required",
-    "options",
-    "min_selected",
-    "max_selected",
-    "max_length",
-    "min",
-    "max",
-    "fields",
-    "next",
-)
-_ALL_STEP_FIELDS = frozenset(_STEP_FIELD_ORDER)
-_OPTION_FIELDS = ("value", "label")
-_RULE_FIELDS = ("when", "goto")
+MAX_DOCUMENT_CHARS = 1_000_000
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,79}")
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -885,11 +845,6 @@ def _unknown_field(name: Any, allowed: tuple[str, ...]) -> str:
     if close:
         message += f" (did you mean '{close[0]}'?)"
     return message
-
-
-def _ordered(mapping: dict, order: tuple[str, ...]) -> dict:
-    first = {name: mapping[name] for name in order if name in mapping}
-    return first | {name: value for name, value in mapping.items() if name not in first}
 
 
 def _in_document_order(errors: list[FieldError]) -> list[FieldError]:
