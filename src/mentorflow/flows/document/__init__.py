@@ -1,5 +1,6 @@
 """Parse, validate and dump flow documents: the YAML or JSON that staff author."""
 
+from mentorflow.flows.document.errors import DocumentError, FieldError
 from mentorflow.flows.document.steps import (
     ANSWER_TYPES,
     CHOICE_TYPES,
@@ -14,8 +15,6 @@ from mentorflow.flows.document.steps import (
 from mentorflow.flows.document.validate import (
     MAX_DOCUMENT_CHARS,
     MISSING,
-    DocumentError,
-    FieldError,
     checksum,
     dump_document,
     load_document,

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from mentorflow.flows.document.errors import DocumentError, FieldError
 from mentorflow.flows.document.steps import (
     _ALL_STEP_FIELDS,
     _COMMON_STEP_FIELDS,
@@ -43,33 +44,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _LEGACY_KEY = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _STEP_PATH = re.compile(r"phases\[(\d+)\](?:\.steps\[(\d+)\])?")
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One problem in a flow document, located by the path of the offending field."""
-
-    path: str
-    message: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        if self.path:
-            return f"{self.path}: {self.message}"
-        if self.line is not None:
-            return f"line {self.line}: {self.message}"
-        return self.message
-
-
-class DocumentError(ValueError):
-    """A flow document that cannot be used, with every problem found in it."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(str(error) for error in self.errors))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.errors,))
 
 
 class _Missing:
