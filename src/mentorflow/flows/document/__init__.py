@@ -1,5 +1,6 @@
 """Parse, validate and dump flow documents: the YAML or JSON that staff author."""
 
+from mentorflow.flows.document.checks import MISSING
 from mentorflow.flows.document.dump import checksum, dump_document
 from mentorflow.flows.document.errors import DocumentError, FieldError
 from mentorflow.flows.document.parse import MAX_DOCUMENT_CHARS, load_document, parse_document
@@ -14,7 +15,7 @@ from mentorflow.flows.document.steps import (
     OPERATORS,
     STEP_TYPES,
 )
-from mentorflow.flows.document.validate import MISSING, validate_document
+from mentorflow.flows.document.validate import validate_document
 
 __all__ = [
     "ANSWER_TYPES",
