@@ -14,6 +14,7 @@ from mentorflow.flows.document.steps import (
     NO_ANSWER_TYPES,
     OPERATORS,
     STEP_TYPES,
+    takes_answer,
 )
 from mentorflow.flows.document.validate import validate_document
 
@@ -35,5 +36,6 @@ __all__ = [
     "dump_document",
     "load_document",
     "parse_document",
+    "takes_answer",
     "validate_document",
 ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mentorflow.flows.document.errors import FieldError
+from mentorflow.flows.document.steps import takes_answer
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -55,6 +56,11 @@ class _Step:
     options: tuple[str, ...] | None = None
     raw_next: Any = None
     rules: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def answerable(self) -> bool:
+        # type is None when it is missing or unknown, an error reported where it was read.
+        return self.type is not None and takes_answer(self.type)
 
 
 class _Checker:

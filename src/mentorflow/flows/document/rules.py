@@ -8,7 +8,6 @@ from typing import Any
 from mentorflow.flows.document.checks import MISSING, _Checker, _is_number, _join, _show, _Step
 from mentorflow.flows.document.steps import (
     _RULE_FIELDS,
-    ANSWER_TYPES,
     CHOICE_TYPES,
     COMPARISON_OPERATORS,
     OPERATORS,
@@ -27,9 +26,7 @@ class _RuleChecker(_Checker):
     """The checks of next rules and reachability, which need every step seen first."""
 
     def rules(self) -> None:
-        answered_keys = {
-            step.key: step for step in self.steps if step.key and step.type in ANSWER_TYPES
-        }
+        answered_keys = {step.key: step for step in self.steps if step.key and step.answerable}
         for step in self.steps:
             raw = step.raw_next
             if raw is None:

@@ -65,6 +65,11 @@ _OPTION_FIELDS = ("value", "label")
 _RULE_FIELDS = ("when", "goto")
 
 
+def takes_answer(step_type: str) -> bool:
+    """Tell whether a step of this type collects an answer ("info" and "video" do not)."""
+    return step_type not in NO_ANSWER_TYPES
+
+
 def _ordered(mapping: dict, order: tuple[str, ...]) -> dict:
     first = {name: mapping[name] for name in order if name in mapping}
     return first | {name: value for name, value in mapping.items() if name not in first}

@@ -17,11 +17,9 @@ from mentorflow.flows.document.steps import (
     _ROOT_FIELDS,
     _STEP_FIELD_ORDER,
     _TYPE_FIELDS,
-    ANSWER_TYPES,
     CONTACT_FIELDS,
     DEFAULT_MAX_LENGTH,
     DEFAULT_SCALE,
-    NO_ANSWER_TYPES,
     STEP_TYPES,
     _ordered,
 )
@@ -129,9 +127,8 @@ class _Validator(_RuleChecker):
                     + ", ".join(STEP_TYPES),
                 )
         self.step_fields(raw, path, step.type)
-        takes_answer = step.type in ANSWER_TYPES
 
-        key = self.take(raw, path, "key", required=takes_answer)
+        key = self.take(raw, path, "key", required=step.answerable)
         if key is not MISSING and (key := self.identifier(key, f"{path}.key")):
             owner = self.key_owners.get(key)
             if owner is not None:
@@ -155,7 +152,7 @@ class _Validator(_RuleChecker):
                 self.legacy_owners[legacy_key] = step.id or path
                 out["legacy_key"] = legacy_key
 
-        prompt = self.take(raw, path, "prompt", required=takes_answer)
+        prompt = self.take(raw, path, "prompt", required=step.answerable)
         if prompt is not MISSING and self.string(prompt, f"{path}.prompt") is not MISSING:
             out["prompt"] = prompt
         body = self.take(raw, path, "body", required=False)
@@ -165,13 +162,13 @@ class _Validator(_RuleChecker):
         required = self.take(raw, path, "required", required=False)
         if required is not MISSING:
             required = self.boolean(required, f"{path}.required")
-        if step.type in NO_ANSWER_TYPES:
+        if step.answerable:
+            out["required"] = step.required = True if required is MISSING else required
+        elif step.type is not None:  # a known type that takes no answer
             if required is True:
                 message = f"a '{step.type}' step takes no answer, so it cannot be required"
                 self.error(f"{path}.required", message)
             out["required"] = step.required = False
-        elif takes_answer:
-            out["required"] = step.required = True if required is MISSING else required
         elif required is not MISSING:
             out["required"] = step.required = required
 
