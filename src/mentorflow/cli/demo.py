@@ -15,7 +15,7 @@ from flask.cli import with_appcontext
 
 from mentorflow.admin.player import DEMO_FILE, DEMO_ORG
 from mentorflow.flows import authoring, learner_sessions
-from mentorflow.flows.document import load_document
+from mentorflow.flows.document import load_document, takes_answer
 from mentorflow.flows.engine import Flow as CompiledFlow
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.crypto import hash_secret
@@ -133,7 +133,7 @@ EXAMPLE_TEXT = {
 def example_answer(step: dict[str, Any]) -> Any:
     """Return a plausible answer for a step, for the walk-through."""
     kind = step["type"]
-    if kind in ("info", "video"):
+    if not takes_answer(kind):
         return None
     if kind == "single_choice":
         return step["options"][min(1, len(step["options"]) - 1)]["value"]
@@ -185,7 +185,7 @@ def walkthrough(demo: Demo, base_url: str) -> str:
     while step_id is not None:
         step = flow.step(step_id)
         answer = example_answer(step)
-        if step["type"] not in ("info", "video"):
+        if takes_answer(step["type"]):
             answers[step["key"]] = answer
         quoted = json.dumps(answer).replace("'", "'\\''")
         lines.append(f"step {step_id} '{quoted}'")

@@ -14,7 +14,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from mentorflow.flows.document import NO_ANSWER_TYPES, validate_document
+from mentorflow.flows.document import takes_answer, validate_document
 
 CONTACT_NAME_MAX_LENGTH = 200
 PHONE_LENGTH = (7, 20)
@@ -151,7 +151,7 @@ class Flow:
     def validate_answer(self, step_id: str, answer: Any) -> Any:
         """Return the normalized answer for the step, or raise AnswerError."""
         step = self._steps[step_id]
-        if step["type"] in NO_ANSWER_TYPES:
+        if not takes_answer(step["type"]):
             if answer is not None:
                 raise AnswerError({"answer": ["this step takes no answer"]})
             return None

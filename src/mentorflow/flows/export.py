@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mentorflow.flows.document import NO_ANSWER_TYPES
+from mentorflow.flows.document import takes_answer
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession
 from mentorflow.jobs import runner
 from mentorflow.jobs.models import Job
@@ -53,7 +53,7 @@ def answer_columns(flow_id: int) -> list[str]:
     for definition in versions:
         for phase in definition["phases"]:
             for step in phase["steps"]:
-                if step.get("key") and step["type"] not in NO_ANSWER_TYPES:
+                if step.get("key") and takes_answer(step["type"]):
                     keys.setdefault(step["key"], None)
     return list(keys)
 

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mentorflow.flows.authoring import VersionInfo, version_info
+from mentorflow.flows.document import takes_answer
 from mentorflow.flows.models import (
     EventKind,
     Flow,
@@ -247,7 +248,7 @@ def commit_step(
     value = flow.validate_answer(step_id, answer)  # AnswerError: nothing has changed yet
     step = flow.step_view(step_id)
     answers = dict(session.answers)
-    if step["type"] not in ("info", "video"):
+    if takes_answer(step["type"]):
         answers[step["key"]] = value
     next_step_id = flow.next_step_id(step_id, answers)
     now = utcnow()
