@@ -417,7 +417,7 @@ def five_thousand(tmp_path_factory) -> tuple[LegacyFile, Path]:
 def test_round_trip_of_5000_old_sessions(
     create_org, publish_flow, client, five_thousand, monkeypatch
 ):
-    monkeypatch.setattr(legacy, "EXAMPLES_KEPT", 100_000)
+    monkeypatch.setattr(legacy.report, "EXAMPLES_KEPT", 100_000)
     data, path = five_thousand
     keys = create_org()
     publish_flow(keys.org)
