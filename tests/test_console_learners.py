@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from console_client import Console, add_staff
-from mentorflow.admin.sessions import PAGE_SIZE, median_step_seconds
+from mentorflow.admin.learners import PAGE_SIZE
+from mentorflow.flows.analytics import median_step_seconds
 from mentorflow.flows.document import load_document
 from mentorflow.flows.export import create_export
 from mentorflow.flows.models import Flow, LearnerSession, StepEvent

@@ -11,7 +11,7 @@ from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf import CSRFProtect
 
-from mentorflow.admin import sessions, settings
+from mentorflow.admin import analytics, jobs, sessions, settings
 from mentorflow.admin.access import ConsoleView, current_seat, seat, staff_orgs
 from mentorflow.admin.auth import bp as auth_bp
 from mentorflow.admin.auth import login_manager
@@ -91,6 +91,13 @@ def init_console(app: Flask, extra_views: list[Any] | None = None) -> Admin:
         index_view=DashboardView(name="Dashboard", url="/admin", template="console/dashboard.html"),
     )
     admin.add_view(FlowsView(name="Flows", endpoint="flows", url="/admin/flows"))
-    for view in [*sessions.views(), *settings.views(), *(extra_views or [])]:
+    menu = [
+        *sessions.views(),
+        *analytics.views(),
+        *jobs.views(),
+        *settings.views(),
+        *(extra_views or []),
+    ]
+    for view in menu:
         admin.add_view(view)
     return admin

@@ -1,0 +1,118 @@
+"""The console's jobs pages: the org's background jobs, starting and downloading CSV exports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import abort, flash, redirect, request, send_file
+from flask_admin import expose
+
+from mentorflow.admin.access import for_org, requires, seat
+from mentorflow.admin.learners import PAGE_SIZE, LearnerView, org_flows, requested_page
+from mentorflow.flows.export import create_export
+from mentorflow.flows.models import Flow, LearnerSession
+from mentorflow.jobs.models import Job, JobStatus
+from mentorflow.jobs.runner import job_file
+from mentorflow.platform.db import begin_write
+from mentorflow.platform.extensions import db
+from mentorflow.tenants.models import Role
+from mentorflow.worker import tasks
+
+#: The job page reloads itself this often (seconds) until the job has finished.
+JOB_REFRESH_SECONDS = 2
+
+
+class JobsView(LearnerView):
+    """The org's background jobs; CSV exports of a flow's sessions start and download here."""
+
+    @expose("/")
+    def index(self) -> Any:
+        org = seat().org
+        base = sa.select(Job).where(Job.org_id == org.id)
+        total = db.session.scalar(sa.select(sa.func.count()).select_from(base.subquery())) or 0
+        page, pages = requested_page(total)
+        rows = db.session.scalars(
+            base.order_by(Job.created_at.desc(), Job.id.desc())
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE)
+        ).all()
+        counts = dict(
+            db.session.execute(
+                sa.select(LearnerSession.flow_id, sa.func.count())
+                .where(LearnerSession.org_id == org.id)
+                .group_by(LearnerSession.flow_id)
+            ).all()
+        )
+        return self.render(
+            "console/jobs/index.html",
+            jobs=rows,
+            total=total,
+            page=page,
+            pages=pages,
+            flows=org_flows(org.id),
+            counts=counts,
+        )
+
+    # Every role sees the jobs and their status; the CSV carries every answer, so starting
+    # and downloading an export needs the mentor role, like the session pages.
+    @expose("/export", methods=["POST"])
+    @requires(Role.MENTOR)
+    def export(self) -> Any:
+        current = seat()
+        flow_id = request.form.get("flow_id", type=int)
+        if flow_id is None:
+            abort(404)
+        flow = for_org(Flow, flow_id)
+        begin_write(db.session)
+        job = create_export(current.org, flow.slug, by=current.user.email)
+        db.session.commit()
+        try:
+            tasks.enqueue_job(job.id)
+        except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
+            flash(
+                f"Export of “{flow.title}” saved as job {job.id}, but the workers could not "
+                f"be reached ({exc}); it stays pending and the periodic sweep starts it "
+                "within a minute or two.",
+                "warning",
+            )
+        else:
+            flash(f"Exporting “{flow.title}”: this page follows the job.", "success")
+        return redirect(self.get_url(".details", job_id=job.id))
+
+    @expose("/<int:job_id>")
+    def details(self, job_id: int) -> Any:
+        job = for_org(Job, job_id)
+        running = job.status in (JobStatus.PENDING, JobStatus.RUNNING)
+        return self.render(
+            "console/jobs/details.html",
+            job=job,
+            running=running,
+            refresh=JOB_REFRESH_SECONDS if running else None,
+            downloadable=_downloadable(job),
+        )
+
+    @expose("/<int:job_id>/download")
+    @requires(Role.MENTOR)
+    def download(self, job_id: int) -> Any:
+        job = for_org(Job, job_id)
+        if not _downloadable(job):
+            abort(409, description=f"Job {job.id} is {job.status}; it has no file to download.")
+        org = seat().org
+        return send_file(
+            job_file(job),
+            mimetype="text/csv",
+            as_attachment=True,
+            download_name=f"{org.slug}-{job.params.get('flow', 'export')}-{job.id}.csv",
+        )
+
+
+def _downloadable(job: Job) -> bool:
+    path = job_file(job)
+    return job.status == JobStatus.COMPLETED and path is not None and path.is_file()
+
+
+def views() -> list[Any]:
+    """Return this module's console views, in menu order."""
+    # "jobs" is the API's job-status blueprint.
+    return [JobsView(name="Jobs", endpoint="console_jobs", url="/admin/jobs")]
