@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from flowgen import flow_documents, invalid_answers, valid_answers
 from mentorflow.flows.document import ANSWER_TYPES, DocumentError, load_document
-from mentorflow.flows.engine import AnswerError, Flow, Position, Progress, compile_flow
+from mentorflow.flows.engine import AnswerError, CompiledFlow, Position, Progress, compile_flow
 
 DEMO = load_document(
     files("mentorflow.flows").joinpath("demo/demo-flow.yaml").read_text(encoding="utf-8")
@@ -41,22 +41,22 @@ def document_with(*steps: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def one_step_flow(**step: Any) -> Flow:
+def one_step_flow(**step: Any) -> CompiledFlow:
     step = {"id": "s", "prompt": "Question?", **step}
     if step["type"] in ANSWER_TYPES:
         step.setdefault("key", "answer")
-    return Flow(document_with(step))
+    return CompiledFlow(document_with(step))
 
 
-def answer_errors(flow: Flow, answer: Any) -> dict[str, list[str]]:
+def answer_errors(flow: CompiledFlow, answer: Any) -> dict[str, list[str]]:
     with pytest.raises(AnswerError) as caught:
         flow.validate_answer("s", answer)
     return caught.value.errors
 
 
 @pytest.fixture(scope="module")
-def demo() -> Flow:
-    return Flow(DEMO)
+def demo() -> CompiledFlow:
+    return CompiledFlow(DEMO)
 
 
 class TestValidAnswers:
@@ -230,8 +230,8 @@ class TestInvalidAnswers:
             demo.validate_answer("nowhere", "x")
 
 
-def routing_flow(when: dict[str, Any]) -> Flow:
-    return Flow(
+def routing_flow(when: dict[str, Any]) -> CompiledFlow:
+    return CompiledFlow(
         document_with(
             {"id": "c", "type": "single_choice", "key": "c", "prompt": "C?", "options": OPTIONS},
             {"id": "m", "type": "multi_choice", "key": "m", "prompt": "M?", "options": OPTIONS},
@@ -293,7 +293,7 @@ class TestBranching:
         assert routing_flow(when).next_step_id("router", answers) == expected
 
     def test_a_rule_without_when_always_applies(self):
-        flow = Flow(
+        flow = CompiledFlow(
             document_with(
                 {
                     "id": "c",
@@ -313,7 +313,7 @@ class TestBranching:
         assert flow.next_step_id("c", {"c": "b"}) == "detour"
 
     def test_the_first_matching_rule_wins(self):
-        flow = Flow(
+        flow = CompiledFlow(
             document_with(
                 {
                     "id": "c",
@@ -466,7 +466,7 @@ class TestFlow:
 
     def test_an_invalid_definition_is_refused(self):
         with pytest.raises(DocumentError):
-            Flow({"slug": "broken"})
+            CompiledFlow({"slug": "broken"})
 
     def test_compiled_flows_are_shared_per_definition(self):
         reordered = {name: DEMO[name] for name in reversed(list(DEMO))}
@@ -475,7 +475,7 @@ class TestFlow:
         assert compile_flow(DEMO).definition == DEMO
 
 
-def expected_next(flow: Flow, step_id: str, answers: dict[str, Any]) -> str | None:
+def expected_next(flow: CompiledFlow, step_id: str, answers: dict[str, Any]) -> str | None:
     """Choose the next step the slow, obvious way, as the spec words it."""
     for rule in flow.step(step_id).get("next", []):
         if "when" not in rule or rule_matches(rule["when"], answers):
@@ -519,7 +519,7 @@ class TestGeneratedFlows:
     @PROPERTY_SETTINGS
     @given(flow_documents(), st.data())
     def test_walking_with_valid_answers_completes_the_flow(self, document, data):
-        flow = Flow(document)
+        flow = CompiledFlow(document)
         answers: dict[str, Any] = {}
         path: list[str] = []
         step_id = flow.first_step_id
@@ -563,7 +563,7 @@ class TestGeneratedFlows:
     @PROPERTY_SETTINGS
     @given(flow_documents(), st.data())
     def test_invalid_answers_are_rejected(self, document, data):
-        flow = Flow(document)
+        flow = CompiledFlow(document)
         step_id = data.draw(st.sampled_from(flow.step_ids), label="step")
         answer = data.draw(invalid_answers(flow.step(step_id)), label="answer")
         shown = repr(answer)

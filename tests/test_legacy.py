@@ -20,7 +20,7 @@ from mentorflow.cli.demo import example_answer
 from mentorflow.cli.legacy import legacy as legacy_command
 from mentorflow.flows import authoring, learner_sessions, legacy
 from mentorflow.flows.document import load_document
-from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.engine import CompiledFlow
 from mentorflow.flows.legacy import (
     ImportReport,
     LegacyImportError,

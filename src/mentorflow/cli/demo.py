@@ -16,7 +16,7 @@ from flask.cli import with_appcontext
 from mentorflow.admin.player import DEMO_FILE, DEMO_ORG
 from mentorflow.flows import authoring, learner_sessions
 from mentorflow.flows.document import load_document, takes_answer
-from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.engine import CompiledFlow
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write

@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from mentorflow.flows.authoring import compiled_flow
-from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.document import takes_answer
+from mentorflow.flows.engine import CompiledFlow
 from mentorflow.flows.models import (
     EventKind,
     Flow,
@@ -93,7 +94,7 @@ def build_timeline(
     for event in events:
         step = engine.step(event.step_id) if engine.has_step(event.step_id) else None
         answer = None
-        if event.kind == EventKind.ANSWERED and step and step["type"] not in ("info", "video"):
+        if event.kind == EventKind.ANSWERED and step and takes_answer(step["type"]):
             answer = render_answer(step, event.answer)
         entries.append(
             TimelineEntry(event, step, answer, (event.created_at - previous).total_seconds())
@@ -133,7 +134,7 @@ def answers_by_step(
     rows = []
     for step_id in engine.step_ids:
         step = engine.step(step_id)
-        key = step.get("key") if step["type"] not in ("info", "video") else None
+        key = step.get("key") if takes_answer(step["type"]) else None
         if key and key in answers:
             value = answers.pop(key)
             rows.append(

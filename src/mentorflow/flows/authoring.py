@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mentorflow.flows.document import checksum as definition_checksum
-from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.engine import CompiledFlow
 from mentorflow.flows.models import Flow, FlowVersion, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db

@@ -79,7 +79,7 @@ class _Rule:
         return _condition_holds(self.operator, self.value, answers.get(self.key))
 
 
-class Flow:
+class CompiledFlow:
     """A compiled, immutable flow version: the engine's view of one definition."""
 
     def __init__(self, definition: dict) -> None:
@@ -212,14 +212,14 @@ class Flow:
         return self.position(answers, current_step_id).completed_step_ids
 
 
-def compile_flow(definition: dict) -> Flow:
+def compile_flow(definition: dict) -> CompiledFlow:
     """Return the compiled flow of a definition, cached by its canonical JSON."""
     return _compile_canonical(json.dumps(definition, sort_keys=True, separators=(",", ":")))
 
 
 @functools.lru_cache(maxsize=128)
-def _compile_canonical(canonical: str) -> Flow:
-    return Flow(json.loads(canonical))
+def _compile_canonical(canonical: str) -> CompiledFlow:
+    return CompiledFlow(json.loads(canonical))
 
 
 def _compile_rule(rule: dict[str, Any]) -> _Rule:

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mentorflow.flows.document import takes_answer
-from mentorflow.flows.engine import AnswerError
-from mentorflow.flows.engine import Flow as CompiledFlow
+from mentorflow.flows.engine import AnswerError, CompiledFlow
 from mentorflow.flows.models import SessionStatus
 
 #: Fields of ``context.progress`` that the position mapping consumes.
