@@ -45,7 +45,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, ValidationError
 
-from mentorflow.admin.access import ROLE_RANK, ConsoleView, Seat, for_org, requires, seat
+from mentorflow.admin.access import ConsoleView, Seat, for_org, requires, seat
 from mentorflow.admin.auth import StaffLogin
 from mentorflow.delivery.sinks import (
     DEFAULT_POSTHOG_HOST,
@@ -61,6 +61,14 @@ from mentorflow.platform.extensions import db
 from mentorflow.platform.ratelimit import throttle
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
+from mentorflow.tenants.roles import (
+    ROLE_RANK,
+    ROLES,
+    NotAllowed,
+    assignable_roles,
+    remove_membership,
+    set_member_role,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +76,6 @@ INVITATION_TTL = timedelta(days=7)
 #: Expired invitations stay listed (and their links answer "expired") this long, then go.
 EXPIRED_INVITATION_KEPT = timedelta(days=30)
 MAX_ORIGINS = 50
-ROLES = sorted(Role, key=ROLE_RANK.__getitem__)
 ROLE_CHOICES = [SelectChoice(role.value) for role in ROLES]
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
 
@@ -102,10 +109,6 @@ INTEGRATIONS = {
 
 class SettingsError(ValueError):
     """A settings change was refused by a rule of the org; the message says why, for people."""
-
-
-class NotAllowed(Exception):
-    """The seat's role does not allow this change."""
 
 
 # Forms. Templates put the CSRF token in by hand (``csrf_token()``), so that several forms on
@@ -236,51 +239,6 @@ def format_duration(seconds: int) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def assignable_roles(actor: Seat) -> list[Role]:
-    """Return the roles ``actor`` may give: owners any, admins any but owner."""
-    return [role for role in ROLES if role is not Role.OWNER or actor.can(Role.OWNER)]
-
-
-def _owner_count(org_id: int) -> int:
-    return (
-        db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Membership)
-            .where(Membership.org_id == org_id, Membership.role == Role.OWNER)
-        )
-        or 0
-    )
-
-
-def _check_owner_rule(actor: Seat, member: Membership, new_role: Role | None) -> None:
-    if Role.OWNER in (member.role, new_role) and not actor.can(Role.OWNER):
-        raise NotAllowed("Only an owner can make someone an owner or change an owner's role.")
-    if (
-        member.role is Role.OWNER
-        and new_role is not Role.OWNER
-        and _owner_count(member.org_id) <= 1
-    ):
-        raise SettingsError(
-            f"{member.user.email} is the last owner of this organization; "
-            "make someone else an owner first."
-        )
-
-
-def set_member_role(actor: Seat, member: Membership, role: Role) -> Membership:
-    """Give ``member`` ``role``, keeping at least one owner."""
-    _check_owner_rule(actor, member, role)
-    member.role = role
-    db.session.flush()
-    return member
-
-
-def remove_membership(actor: Seat, member: Membership) -> None:
-    """Take ``member`` out of their org, keeping at least one owner."""
-    _check_owner_rule(actor, member, None)
-    db.session.delete(member)
-    db.session.flush()
 
 
 def token_hash(token: str) -> str:
@@ -562,7 +520,7 @@ class SettingsView(ConsoleView):
             owners=sum(1 for member, _ in members if member.role is Role.OWNER),
             invitations=invitations,
             form=invitation_form or InvitationForm(formdata=None),
-            roles=assignable_roles(seat()),
+            roles=assignable_roles(seat().role),
         )
         return page, status
 
@@ -632,10 +590,10 @@ class SettingsView(ConsoleView):
         _lock_org()
         member = _member(user_id)
         try:
-            set_member_role(seat(), member, Role(form.role.data))
+            set_member_role(member, Role(form.role.data), actor_role=seat().role)
         except NotAllowed as exc:
             abort(403, description=str(exc))
-        except SettingsError as exc:
+        except tenant_services.TenantError as exc:
             db.session.rollback()
             flash(str(exc), "danger")
             return redirect(self.get_url(".members"))
@@ -653,10 +611,10 @@ class SettingsView(ConsoleView):
         member = _member(user_id)
         email, org_name = member.user.email, member.org.name
         try:
-            remove_membership(seat(), member)
+            remove_membership(member, actor_role=seat().role)
         except NotAllowed as exc:
             abort(403, description=str(exc))
-        except SettingsError as exc:
+        except tenant_services.TenantError as exc:
             db.session.rollback()
             flash(str(exc), "danger")
             return redirect(self.get_url(".members"))
