@@ -1,20 +1,16 @@
 """Console pages for an org's settings: members, invitations, API keys, CORS, integrations, TTL.
 
 Everyone with a seat sees a summary without secrets; admins change things, and only owners
-make or unmake owners. Invitations live in ``Org.settings["invitations"]`` as
-``{sha256(token): {email, role, invited_by, expires_at}}``: the raw token is only ever in the
-one-time link, which is shown to the inviter once and written to the log (no mail is sent).
+make or unmake owners.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,7 +41,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, ValidationError
 
-from mentorflow.admin.access import ConsoleView, Seat, for_org, requires, seat
+from mentorflow.admin.access import ConsoleView, for_org, requires, seat
 from mentorflow.admin.auth import StaffLogin
 from mentorflow.delivery.sinks import (
     DEFAULT_POSTHOG_HOST,
@@ -56,10 +52,19 @@ from mentorflow.delivery.sinks import (
     OutboundEvent,
     build_sink,
 )
+from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.ratelimit import throttle
 from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.invitations import (
+    accept_invitation,
+    find_invitation,
+    invite_staff,
+    is_expired,
+    pending_invitations,
+    withdraw_invitation,
+)
 from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
 from mentorflow.tenants.roles import (
     ROLE_RANK,
@@ -72,9 +77,6 @@ from mentorflow.tenants.roles import (
 
 log = logging.getLogger(__name__)
 
-INVITATION_TTL = timedelta(days=7)
-#: Expired invitations stay listed (and their links answer "expired") this long, then go.
-EXPIRED_INVITATION_KEPT = timedelta(days=30)
 MAX_ORIGINS = 50
 ROLE_CHOICES = [SelectChoice(role.value) for role in ROLES]
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
@@ -105,10 +107,6 @@ INTEGRATIONS = {
         DEFAULT_SUPERMEMORY_BASE_URL,
     ),
 }
-
-
-class SettingsError(ValueError):
-    """A settings change was refused by a rule of the org; the message says why, for people."""
 
 
 # Forms. Templates put the CSRF token in by hand (``csrf_token()``), so that several forms on
@@ -239,98 +237,6 @@ def format_duration(seconds: int) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def token_hash(token: str) -> str:
-    """Return the SHA-256 hex digest stored for an invitation token."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def pending_invitations(org: Org) -> dict[str, dict[str, Any]]:
-    """Return the org's invitations by token hash (expired ones included)."""
-    return dict(org.settings.get("invitations") or {})
-
-
-def is_expired(invitation: Mapping[str, Any], now: datetime) -> bool:
-    """Return whether an invitation's link no longer works."""
-    return datetime.fromisoformat(invitation["expires_at"]) <= now
-
-
-def _store_invitations(org: Org, invitations: dict[str, dict[str, Any]]) -> None:
-    # A new dict, so that the JSON column sees the change.
-    org.settings = {**org.settings, "invitations": invitations}
-    db.session.flush()
-
-
-def invite_staff(org: Org, actor: Seat, email: str, role: Role) -> str:
-    """Invite ``email`` to ``org`` as ``role``; return the one-time token (only its hash is kept).
-
-    A newer invitation for the same email replaces the older one, whose link stops working.
-    """
-    email = email.strip().lower()
-    if role is Role.OWNER and not actor.can(Role.OWNER):
-        raise NotAllowed("Only an owner can invite an owner.")
-    member = db.session.scalars(
-        sa.select(Membership)
-        .join(StaffUser)
-        .where(Membership.org_id == org.id, StaffUser.email == email)
-    ).first()
-    if member is not None:
-        raise SettingsError(f"{email} is already a member of {org.name} ({member.role}).")
-    now = utcnow()
-    kept = {
-        digest: invitation
-        for digest, invitation in pending_invitations(org).items()
-        if invitation["email"] != email
-        and datetime.fromisoformat(invitation["expires_at"]) > now - EXPIRED_INVITATION_KEPT
-    }
-    # The org id leads the token, so the link finds its org without scanning every org.
-    token = f"{org.id}.{secrets.token_urlsafe(32)}"
-    kept[token_hash(token)] = {
-        "email": email,
-        "role": role.value,
-        "invited_by": actor.user.email,
-        "expires_at": (now + INVITATION_TTL).isoformat(),
-    }
-    _store_invitations(org, kept)
-    return token
-
-
-def withdraw_invitation(org: Org, digest: str) -> dict[str, Any]:
-    """Forget the invitation ``digest``; its link stops working. Raise KeyError if unknown."""
-    invitations = pending_invitations(org)
-    invitation = invitations.pop(digest)
-    _store_invitations(org, invitations)
-    return invitation
-
-
-def find_invitation(token: str, *, lock: bool = False) -> tuple[Org, str, dict[str, Any]] | None:
-    """Return (org, hash, invitation) for a link's token, or None if it is unknown or used."""
-    org_id, _, rest = token.partition(".")
-    if not org_id.isdigit() or not rest:
-        return None
-    query = sa.select(Org).where(Org.id == int(org_id))
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    org = db.session.scalars(query).first()
-    digest = token_hash(token)
-    invitation = None if org is None else pending_invitations(org).get(digest)
-    return None if invitation is None else (org, digest, invitation)
-
-
-def accept_invitation(org: Org, digest: str, user: StaffUser) -> Membership:
-    """Make ``user`` a member with the invitation's role and use the invitation up.
-
-    Someone who is a member already keeps their role.
-    """
-    invitations = pending_invitations(org)
-    invitation = invitations.pop(digest)
-    member = db.session.get(Membership, (org.id, user.id))
-    if member is None:
-        member = Membership(org_id=org.id, user_id=user.id, role=Role(invitation["role"]))
-        db.session.add(member)
-    _store_invitations(org, invitations)
-    return member
 
 
 def integration_status(
@@ -538,14 +444,20 @@ class SettingsView(ConsoleView):
         org = _lock_org()
         actor = seat()
         try:
-            token = invite_staff(org, actor, form.email.data, Role(form.role.data))
+            token = invite_staff(
+                org,
+                form.email.data,
+                Role(form.role.data),
+                invited_by=actor.user.email,
+                actor_role=actor.role,
+            )
         except NotAllowed as exc:
             abort(403, description=str(exc))
-        except SettingsError as exc:
+        except tenant_services.TenantError as exc:
             db.session.rollback()
             form.email.errors = [str(exc)]
             return self._members_page(form, 422)
-        invitation = pending_invitations(org)[token_hash(token)]
+        invitation = pending_invitations(org)[hash_secret(token)]
         db.session.commit()
         link = url_for("invite.accept", token=token, _external=True)
         log.info(
