@@ -16,18 +16,10 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from mentorflow.delivery.sinks import (
-    DeliveryFailed,
-    JsonLinesSink,
-    MemorySink,
-    OutboundEvent,
-    PostHogSink,
-    build_sink,
-    close_clients,
-    memory_document,
-    posthog_capture,
-    render_answer,
-)
+from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, build_sink, close_clients
+from mentorflow.delivery.sinks.jsonlines import JsonLinesSink
+from mentorflow.delivery.sinks.memory import MemorySink, memory_document, render_answer
+from mentorflow.delivery.sinks.posthog import PostHogSink, posthog_capture
 from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
 from recorder import Recorder
 
@@ -414,7 +406,8 @@ def test_recorder_hears_a_sink_in_another_process(recorder: Recorder) -> None:
         f"""
         import uuid
         from datetime import UTC, datetime
-        from mentorflow.delivery.sinks import OutboundEvent, PostHogSink
+        from mentorflow.delivery.sinks import OutboundEvent
+        from mentorflow.delivery.sinks.posthog import PostHogSink
 
         event = OutboundEvent(
             id=uuid.UUID("{uuid.UUID(int=7)}"),

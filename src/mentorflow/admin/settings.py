@@ -43,15 +43,10 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, V
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
 from mentorflow.admin.auth import StaffLogin
-from mentorflow.delivery.sinks import (
-    DEFAULT_POSTHOG_HOST,
-    DEFAULT_SUPERMEMORY_BASE_URL,
-    DeliveryFailed,
-    JsonLinesSink,
-    MemorySink,
-    OutboundEvent,
-    build_sink,
-)
+from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, build_sink
+from mentorflow.delivery.sinks.jsonlines import JsonLinesSink
+from mentorflow.delivery.sinks.memory import DEFAULT_SUPERMEMORY_BASE_URL, MemorySink
+from mentorflow.delivery.sinks.posthog import DEFAULT_POSTHOG_HOST
 from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
