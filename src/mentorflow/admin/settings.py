@@ -7,9 +7,6 @@ make or unmake owners.
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,10 +40,12 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length, Optional, V
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
 from mentorflow.admin.auth import StaffLogin
-from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, build_sink
-from mentorflow.delivery.sinks.jsonlines import JsonLinesSink
-from mentorflow.delivery.sinks.memory import DEFAULT_SUPERMEMORY_BASE_URL, MemorySink
-from mentorflow.delivery.sinks.posthog import DEFAULT_POSTHOG_HOST
+from mentorflow.delivery.integrations import (
+    integration_status,
+    send_test_event,
+    set_integration,
+)
+from mentorflow.delivery.sinks import DeliveryFailed, SinkType, sink_types
 from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
@@ -75,33 +74,6 @@ log = logging.getLogger(__name__)
 MAX_ORIGINS = 50
 ROLE_CHOICES = [SelectChoice(role.value) for role in ROLES]
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
-
-
-@dataclass(frozen=True)
-class Integration:
-    """What the console knows about one sink: its label, URL field and platform settings."""
-
-    sink: str
-    label: str
-    url_field: str
-    key_setting: str
-    url_setting: str
-    default_url: str
-
-
-INTEGRATIONS = {
-    "posthog": Integration(
-        "posthog", "PostHog", "host", "POSTHOG_API_KEY", "POSTHOG_HOST", DEFAULT_POSTHOG_HOST
-    ),
-    "memory": Integration(
-        "memory",
-        "Supermemory",
-        "base_url",
-        "SUPERMEMORY_API_KEY",
-        "SUPERMEMORY_BASE_URL",
-        DEFAULT_SUPERMEMORY_BASE_URL,
-    ),
-}
 
 
 # Forms. Templates put the CSRF token in by hand (``csrf_token()``), so that several forms on
@@ -232,89 +204,6 @@ def format_duration(seconds: int) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def integration_status(
-    org_settings: Mapping[str, Any], config: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """Return, per sink, where its credentials come from and where events go; never a key."""
-    rows = []
-    for integration in INTEGRATIONS.values():
-        own = (org_settings.get("integrations") or {}).get(integration.sink) or {}
-        platform_url = config.get(integration.url_setting) or integration.default_url
-        if own.get("api_key_encrypted"):
-            key, url = "set", own.get(integration.url_field) or platform_url
-        elif config.get(integration.key_setting):
-            key, url = "platform default", platform_url
-        else:
-            key, url = "none", None
-        rows.append(
-            {
-                "integration": integration,
-                "key": key,
-                "url": url,
-                "own_url": own.get(integration.url_field),
-                "send_answers": bool(own.get("send_answers", False)),
-            }
-        )
-    return rows
-
-
-def synthetic_event(org: Org, by: str) -> OutboundEvent:
-    """Return a synthetic ``step.completed`` event, as a learner's answer would make one."""
-    now = utcnow()
-    session_id = f"console-test-{uuid.uuid4().hex[:12]}"
-    payload = {
-        "org": org.slug,
-        "session_id": session_id,
-        "flow": "console-test",
-        "flow_version": 0,
-        "status": "active",
-        "distinct_id": session_id,
-        "memory_container": f"mentorflow-{org.slug}-console-test",
-        "occurred_at": now.isoformat(),
-        "seq": 1,
-        "step_id": "console-test-step",
-        "phase": "console-test",
-        "prompt": "Is the integration working?",
-        "step_type": "text",
-        "key": "console-test",
-        "answer": f"Yes: a test event sent by {by} from the console.",
-    }
-    return OutboundEvent(
-        id=uuid.uuid4(), org=org.slug, type="step.completed", payload=payload, created_at=now
-    )
-
-
-def send_test_event(org: Org, sink_name: str, by: str) -> str:
-    """Deliver one test event through ``sink_name`` now; return what happened, for people.
-
-    Raise DeliveryFailed with the sink's message when it was not accepted.
-    """
-    event = synthetic_event(org, by)
-    label = INTEGRATIONS[sink_name].label
-    sink = build_sink(sink_name, dict(org.settings), current_app.config)
-    # Nothing of the request's transaction is held while the sink talks to the network.
-    db.session.rollback()
-    try:
-        sink.deliver(event)
-    finally:
-        sink.close()
-    session_id = event.payload["session_id"]
-    if isinstance(sink, JsonLinesSink):
-        return (
-            f"No {label} API key (neither this organization's nor the platform's): the test "
-            f"event was written to {sink.path} instead (dry run)."
-        )
-    if isinstance(sink, MemorySink):
-        return (
-            f"Supermemory at {sink.base_url} stored a test document ({session_id}-1) in "
-            f"container {event.payload['memory_container']}."
-        )
-    return (
-        f"{label} at {getattr(sink, 'host', '')} accepted the test event {event.id} "
-        f"(step.completed, session {session_id})."
-    )
 
 
 # Views.
@@ -664,7 +553,7 @@ class SettingsView(ConsoleView):
         forms = dict(forms or {})
         rows = integration_status(org.settings, current_app.config)
         for row in rows:
-            sink = row["integration"].sink
+            sink = row["integration"].name
             if sink not in forms:
                 forms[sink] = IntegrationForm(
                     formdata=None, url=row["own_url"] or "", send_answers=row["send_answers"]
@@ -674,10 +563,10 @@ class SettingsView(ConsoleView):
         ), status
 
     @staticmethod
-    def _integration(sink: str) -> Integration:
-        if sink not in INTEGRATIONS:
+    def _integration(sink: str) -> SinkType:
+        if sink not in sink_types:
             abort(404)
-        return INTEGRATIONS[sink]
+        return sink_types[sink]
 
     @expose("/integrations")
     @requires(Role.ADMIN)
@@ -702,7 +591,7 @@ class SettingsView(ConsoleView):
                 "the platform's key is never sent to another host."
             ]
             return self._integrations_page({sink: form}, 422)
-        tenant_services.set_integration(
+        set_integration(
             org,
             sink,
             current_app.config,
@@ -730,7 +619,7 @@ class SettingsView(ConsoleView):
     def clear_integration(self, sink: str) -> Any:
         integration = self._integration(sink)
         org = _lock_org()
-        tenant_services.set_integration(org, sink, current_app.config, clear=True)
+        set_integration(org, sink, current_app.config, clear=True)
         db.session.commit()
         log.info("integration %s of org %s cleared by %s", sink, org.slug, seat().user.email)
         flash(
@@ -744,9 +633,12 @@ class SettingsView(ConsoleView):
     def test_integration(self, sink: str) -> Any:
         integration = self._integration(sink)
         actor = seat()
-        org_slug = actor.org.slug
+        org_slug, org_settings, by = actor.org.slug, dict(actor.org.settings), actor.user.email
+        # The sink waits on the network: end the request's transaction first, so that nothing
+        # of it is held meanwhile.
+        db.session.rollback()
         try:
-            outcome = send_test_event(actor.org, sink, actor.user.email)
+            outcome = send_test_event(org_slug, org_settings, sink, by, current_app.config)
         except DeliveryFailed as exc:
             log.warning("test event to %s for org %s failed: %s", sink, org_slug, exc.message)
             flash(f"The {integration.label} test event was not delivered: {exc.message}", "danger")

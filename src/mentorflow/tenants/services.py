@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
 
 import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
 
-from mentorflow.platform.crypto import display_prefix, encrypt_secret, generate_secret, hash_secret
+from mentorflow.platform.crypto import display_prefix, generate_secret, hash_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
@@ -131,44 +129,3 @@ def create_staff(email: str, password: str, org: Org, role: Role) -> StaffUser:
         membership.role = role
     db.session.flush()
     return user
-
-
-INTEGRATIONS = {"posthog": "host", "memory": "base_url"}
-
-
-def set_integration(
-    org: Org,
-    sink: str,
-    config: Mapping[str, Any],
-    *,
-    api_key: str | None = None,
-    url: str | None = None,
-    send_answers: bool | None = None,
-    clear: bool = False,
-) -> Org:
-    """Set (or clear) the org's own credentials for a sink; the key is stored encrypted."""
-    if sink not in INTEGRATIONS:
-        raise TenantError(
-            f"unknown integration '{sink}'; expected one of {', '.join(INTEGRATIONS)}"
-        )
-    settings = dict(org.settings)
-    integrations = dict(settings.get("integrations", {}))
-    if clear:
-        integrations.pop(sink, None)
-    else:
-        current = dict(integrations.get(sink, {}))
-        if api_key is not None:
-            current["api_key_encrypted"] = encrypt_secret(api_key.strip(), config)
-        if url is not None:
-            if not re.match(r"^https?://", url):
-                raise TenantError(f"'{url}' must be an http(s) URL")
-            current[INTEGRATIONS[sink]] = url.rstrip("/")
-        if send_answers is not None:
-            if sink != "posthog":
-                raise TenantError("send-answers applies to PostHog only")
-            current["send_answers"] = send_answers
-        integrations[sink] = current
-    settings["integrations"] = integrations
-    org.settings = settings
-    db.session.flush()
-    return org
