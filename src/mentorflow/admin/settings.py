@@ -68,12 +68,11 @@ from mentorflow.tenants.roles import (
     remove_membership,
     set_member_role,
 )
+from mentorflow.tenants.services import format_duration, parse_origins
 
 log = logging.getLogger(__name__)
 
-MAX_ORIGINS = 50
 ROLE_CHOICES = [SelectChoice(role.value) for role in ROLES]
-DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60))
 
 
 # Forms. Templates put the CSRF token in by hand (``csrf_token()``), so that several forms on
@@ -158,52 +157,6 @@ class ExistingStaffForm(FlaskForm):
 
 class JoinForm(FlaskForm):
     """Only the CSRF token: the signed-in invitee confirms."""
-
-
-# Rules and operations. Like the tenant services they flush; the view commits.
-
-
-def parse_origins(text: str) -> tuple[list[str], list[str]]:
-    """Return the normalized origins of a one-per-line text, and a message per bad line."""
-    origins: list[str] = []
-    problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        if "*" in line:
-            problems.append(
-                f"Line {number}: “{line}”: wildcards are not allowed; list each origin."
-            )
-            continue
-        parts = urlsplit(line)
-        if parts.scheme in ("http", "https") and parts.netloc and parts.path.strip("/"):
-            problems.append(
-                f"Line {number}: “{line}”: an origin has no path; "
-                f"use {parts.scheme}://{parts.netloc}."
-            )
-            continue
-        try:
-            origin = tenant_services.normalize_origin(line)
-        except tenant_services.TenantError:
-            problems.append(
-                f"Line {number}: “{line}” is not an origin; write it as "
-                "https://example.com or http://localhost:3000."
-            )
-            continue
-        if origin not in origins:
-            origins.append(origin)
-    if len(origins) > MAX_ORIGINS:
-        problems.append(f"List at most {MAX_ORIGINS} origins ({len(origins)} given).")
-    return origins, problems
-
-
-def format_duration(seconds: int) -> str:
-    """Return ``7d``, ``12h`` or ``90m`` for a number of seconds: the largest exact unit."""
-    for unit, size in DURATION_UNITS:
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 # Views.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
@@ -15,6 +16,8 @@ from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, St
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
 DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: At most this many CORS origins per org, when listed in the console.
+MAX_ORIGINS = 50
 
 
 class TenantError(ValueError):
@@ -52,12 +55,60 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
+def format_duration(seconds: int) -> str:
+    """Return ``7d``, ``12h`` or ``90m`` for a number of seconds: the largest exact unit."""
+    # Days at most (14d, not 2w), as the console has always shown them; parse_duration reads
+    # every result back.
+    for unit in "dhm":
+        size = DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def normalize_origin(origin: str) -> str:
     """Return ``scheme://host[:port]`` or raise ``TenantError``."""
     origin = origin.strip().rstrip("/")
     if not re.match(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$", origin):
         raise TenantError(f"origin '{origin}' must look like https://example.com[:port]")
     return origin.lower()
+
+
+def parse_origins(text: str) -> tuple[list[str], list[str]]:
+    """Return the normalized origins of a one-per-line text, and a message per bad line."""
+    origins: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        # normalize_origin is the one rule of what an origin is; these two checks only say
+        # more precisely why a common mistake breaks it.
+        if "*" in line:
+            problems.append(
+                f"Line {number}: “{line}”: wildcards are not allowed; list each origin."
+            )
+            continue
+        parts = urlsplit(line)
+        if parts.scheme in ("http", "https") and parts.netloc and parts.path.strip("/"):
+            problems.append(
+                f"Line {number}: “{line}”: an origin has no path; "
+                f"use {parts.scheme}://{parts.netloc}."
+            )
+            continue
+        try:
+            origin = normalize_origin(line)
+        except TenantError:
+            problems.append(
+                f"Line {number}: “{line}” is not an origin; write it as "
+                "https://example.com or http://localhost:3000."
+            )
+            continue
+        if origin not in origins:
+            origins.append(origin)
+    if len(origins) > MAX_ORIGINS:
+        problems.append(f"List at most {MAX_ORIGINS} origins ({len(origins)} given).")
+    return origins, problems
 
 
 def update_org_settings(
