@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from console_client import PASSWORD, Console, add_staff, csrf_token
+from mentorflow.delivery.integrations import set_integration
 from mentorflow.delivery.sinks import close_clients
 from mentorflow.flows import learner_sessions
 from mentorflow.flows.models import LearnerSession
@@ -149,9 +150,7 @@ def test_anonymous_visitors_are_sent_to_sign_in(client) -> None:
 def test_viewers_and_mentors_see_a_summary_without_secrets(studio: Studio, role: str) -> None:
     begin_write(db.session)
     tenant_services.update_org_settings(studio.org, allowed_origins=["https://learn.example"])
-    tenant_services.set_integration(
-        studio.org, "posthog", studio.app.config, api_key="phc_very_secret"
-    )
+    set_integration(studio.org, "posthog", studio.app.config, api_key="phc_very_secret")
     db.session.commit()
     encrypted = studio.org.settings["integrations"]["posthog"]["api_key_encrypted"]
     console = studio.console(role)

@@ -16,18 +16,10 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from mentorflow.delivery.sinks import (
-    DeliveryFailed,
-    JsonLinesSink,
-    MemorySink,
-    OutboundEvent,
-    PostHogSink,
-    build_sink,
-    close_clients,
-    memory_document,
-    posthog_capture,
-    render_answer,
-)
+from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, build_sink, close_clients
+from mentorflow.delivery.sinks.jsonlines import JsonLinesSink
+from mentorflow.delivery.sinks.memory import MemorySink, memory_document, render_answer
+from mentorflow.delivery.sinks.posthog import PostHogSink, posthog_capture
 from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
 from recorder import Recorder
 
@@ -414,7 +406,8 @@ def test_recorder_hears_a_sink_in_another_process(recorder: Recorder) -> None:
         f"""
         import uuid
         from datetime import UTC, datetime
-        from mentorflow.delivery.sinks import OutboundEvent, PostHogSink
+        from mentorflow.delivery.sinks import OutboundEvent
+        from mentorflow.delivery.sinks.posthog import PostHogSink
 
         event = OutboundEvent(
             id=uuid.UUID("{uuid.UUID(int=7)}"),
@@ -519,3 +512,11 @@ def test_memory_batch_reports_the_documents_supermemory_refused(recorder: Record
     assert outcomes[0] is None and outcomes[2] is None
     assert outcomes[1] is not None and "content_too_large" in str(outcomes[1])
     assert outcomes[1].retryable  # the outbox's attempts bound it
+
+
+def test_the_memory_sink_knows_the_same_answerless_step_types_as_the_documents():
+    # Sinks sit below flows/ and keep their own copy; a new step type must reach both.
+    from mentorflow.delivery.sinks.memory import NO_ANSWER_STEP_TYPES
+    from mentorflow.flows.document import NO_ANSWER_TYPES
+
+    assert NO_ANSWER_STEP_TYPES == NO_ANSWER_TYPES

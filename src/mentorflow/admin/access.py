@@ -7,18 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from flask import abort, flash, redirect, request, session, url_for
 from flask_admin import BaseView
 from flask_login import current_user
 
 from mentorflow.platform.extensions import db
-from mentorflow.tenants.models import Membership, Org, Role, StaffUser
+from mentorflow.tenants.models import Org, Role, StaffUser
+from mentorflow.tenants.roles import at_least, staff_orgs
 
 T = TypeVar("T")
-
-#: Each role can do what the roles before it can, and more.
-ROLE_RANK = {Role.VIEWER: 0, Role.MENTOR: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 
 @dataclass(frozen=True)
@@ -31,21 +28,7 @@ class Seat:
 
     def can(self, role: Role) -> bool:
         """Return whether this seat has at least ``role``."""
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
-
-
-def staff_orgs(user: StaffUser) -> list[tuple[Org, Role]]:
-    """Return the orgs a staff member may open, with their role (superusers: all, as owner)."""
-    if user.is_superuser:
-        orgs = db.session.scalars(sa.select(Org).order_by(Org.name)).all()
-        return [(org, Role.OWNER) for org in orgs]
-    rows = db.session.execute(
-        sa.select(Org, Membership.role)
-        .join(Membership, Membership.org_id == Org.id)
-        .where(Membership.user_id == user.id)
-        .order_by(Org.name)
-    ).all()
-    return [(org, role) for org, role in rows]
+        return at_least(self.role, role)
 
 
 def current_seat() -> Seat | None:

@@ -13,10 +13,10 @@ from werkzeug.security import check_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Email
 
-from mentorflow.admin.access import staff_orgs
 from mentorflow.platform.extensions import db
 from mentorflow.platform.ratelimit import throttle
 from mentorflow.tenants.models import StaffUser
+from mentorflow.tenants.roles import staff_orgs
 
 bp = Blueprint("console_auth", __name__, url_prefix="/admin", template_folder="templates")
 login_manager = LoginManager()

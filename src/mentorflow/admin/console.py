@@ -12,7 +12,7 @@ from flask_admin.theme import Bootstrap4Theme
 from flask_wtf import CSRFProtect
 
 from mentorflow.admin import analytics, jobs, sessions, settings
-from mentorflow.admin.access import ConsoleView, current_seat, seat, staff_orgs
+from mentorflow.admin.access import ConsoleView, current_seat, seat
 from mentorflow.admin.auth import bp as auth_bp
 from mentorflow.admin.auth import login_manager
 from mentorflow.admin.flows import FlowsView
@@ -20,6 +20,7 @@ from mentorflow.delivery.services import delivery_status
 from mentorflow.flows.models import Flow, LearnerSession
 from mentorflow.platform.errors import API_PREFIXES
 from mentorflow.platform.extensions import db
+from mentorflow.tenants.roles import staff_orgs
 
 csrf = CSRFProtect()
 

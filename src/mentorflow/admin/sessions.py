@@ -32,6 +32,7 @@ from mentorflow.flows.analytics import (
 )
 from mentorflow.flows.authoring import compiled_flow
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession, SessionStatus, StepEvent
+from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import OutboxEvent
 from mentorflow.tenants.models import Role
@@ -185,7 +186,9 @@ class SessionsView(LearnerView):
         event = db.session.get(OutboxEvent, event_uuid)
         if event is None or event.org_id != session.org_id or event.session_id != session.id:
             abort(404)
+        begin_write(db.session)
         count = delivery.retry_deliveries(dead=True, event_id=event_uuid)
+        db.session.commit()
         target = self.get_url(".details", session_id=session.id) + f"#event-{event_uuid}"
         if not count:
             flash("Nothing to retry: every delivery of that event has been delivered.", "info")

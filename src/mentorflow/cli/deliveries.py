@@ -7,6 +7,8 @@ from flask.cli import with_appcontext
 
 from mentorflow.delivery import services as delivery
 from mentorflow.delivery.services import delivery_status
+from mentorflow.platform.db import begin_write
+from mentorflow.platform.extensions import db
 from mentorflow.worker import tasks
 
 
@@ -37,7 +39,10 @@ def deliveries_status() -> None:
 @with_appcontext
 def deliveries_retry(dead: bool) -> None:
     """Make pending (and with --dead, dead) deliveries due now and wake a worker."""
+    begin_write(db.session)
     count = delivery.retry_deliveries(dead=dead)
+    # Committed before a worker is woken, so that it finds the deliveries due.
+    db.session.commit()
     try:
         tasks.deliver_due_deliveries.apply_async(retry=False)
     except Exception as exc:

@@ -7,6 +7,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from mentorflow.cli.common import fail, org_for_write
+from mentorflow.delivery.integrations import set_integration
+from mentorflow.delivery.sinks import sink_types
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
@@ -58,7 +60,7 @@ def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -
 
 @org.command("integrate")
 @click.argument("slug")
-@click.argument("sink", type=click.Choice(["posthog", "memory"]))
+@click.argument("sink", type=click.Choice(list(sink_types)))
 @click.option("--api-key", help="The org's own key for the service (stored encrypted).")
 @click.option("--url", help="The service's host or base URL.")
 @click.option(
@@ -79,7 +81,7 @@ def org_integrate(
     """Give an organization its own PostHog or Supermemory credentials."""
     target = org_for_write(slug)
     try:
-        tenant_services.set_integration(
+        set_integration(
             target,
             sink,
             current_app.config,

@@ -282,14 +282,12 @@ def count_due(now: datetime | None = None) -> int:
 def retry_deliveries(*, dead: bool, event_id: uuid.UUID | None = None) -> int:
     """Make pending (and, with ``dead``, dead) deliveries due now; return how many."""
     statuses = [DeliveryStatus.PENDING] + ([DeliveryStatus.DEAD] if dead else [])
-    begin_write(db.session)
     stmt = sa.update(Delivery).where(Delivery.status.in_(statuses))
     if event_id is not None:
         stmt = stmt.where(Delivery.event_id == event_id)
     result = db.session.execute(
         stmt.values(status=DeliveryStatus.PENDING, next_attempt_at=utcnow(), attempts=0)
     )
-    db.session.commit()
     return result.rowcount or 0
 
 

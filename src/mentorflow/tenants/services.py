@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from werkzeug.security import generate_password_hash
 
-from mentorflow.platform.crypto import display_prefix, encrypt_secret, generate_secret, hash_secret
+from mentorflow.platform.crypto import display_prefix, generate_secret, hash_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
@@ -17,6 +16,8 @@ from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, St
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
 DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: At most this many CORS origins per org, when listed in the console.
+MAX_ORIGINS = 50
 
 
 class TenantError(ValueError):
@@ -54,12 +55,60 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
+def format_duration(seconds: int) -> str:
+    """Return ``7d``, ``12h`` or ``90m`` for a number of seconds: the largest exact unit."""
+    # Days at most (14d, not 2w), as the console has always shown them; parse_duration reads
+    # every result back.
+    for unit in "dhm":
+        size = DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def normalize_origin(origin: str) -> str:
     """Return ``scheme://host[:port]`` or raise ``TenantError``."""
     origin = origin.strip().rstrip("/")
     if not re.match(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$", origin):
         raise TenantError(f"origin '{origin}' must look like https://example.com[:port]")
     return origin.lower()
+
+
+def parse_origins(text: str) -> tuple[list[str], list[str]]:
+    """Return the normalized origins of a one-per-line text, and a message per bad line."""
+    origins: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        # normalize_origin is the one rule of what an origin is; these two checks only say
+        # more precisely why a common mistake breaks it.
+        if "*" in line:
+            problems.append(
+                f"Line {number}: “{line}”: wildcards are not allowed; list each origin."
+            )
+            continue
+        parts = urlsplit(line)
+        if parts.scheme in ("http", "https") and parts.netloc and parts.path.strip("/"):
+            problems.append(
+                f"Line {number}: “{line}”: an origin has no path; "
+                f"use {parts.scheme}://{parts.netloc}."
+            )
+            continue
+        try:
+            origin = normalize_origin(line)
+        except TenantError:
+            problems.append(
+                f"Line {number}: “{line}” is not an origin; write it as "
+                "https://example.com or http://localhost:3000."
+            )
+            continue
+        if origin not in origins:
+            origins.append(origin)
+    if len(origins) > MAX_ORIGINS:
+        problems.append(f"List at most {MAX_ORIGINS} origins ({len(origins)} given).")
+    return origins, problems
 
 
 def update_org_settings(
@@ -131,44 +180,3 @@ def create_staff(email: str, password: str, org: Org, role: Role) -> StaffUser:
         membership.role = role
     db.session.flush()
     return user
-
-
-INTEGRATIONS = {"posthog": "host", "memory": "base_url"}
-
-
-def set_integration(
-    org: Org,
-    sink: str,
-    config: Mapping[str, Any],
-    *,
-    api_key: str | None = None,
-    url: str | None = None,
-    send_answers: bool | None = None,
-    clear: bool = False,
-) -> Org:
-    """Set (or clear) the org's own credentials for a sink; the key is stored encrypted."""
-    if sink not in INTEGRATIONS:
-        raise TenantError(
-            f"unknown integration '{sink}'; expected one of {', '.join(INTEGRATIONS)}"
-        )
-    settings = dict(org.settings)
-    integrations = dict(settings.get("integrations", {}))
-    if clear:
-        integrations.pop(sink, None)
-    else:
-        current = dict(integrations.get(sink, {}))
-        if api_key is not None:
-            current["api_key_encrypted"] = encrypt_secret(api_key.strip(), config)
-        if url is not None:
-            if not re.match(r"^https?://", url):
-                raise TenantError(f"'{url}' must be an http(s) URL")
-            current[INTEGRATIONS[sink]] = url.rstrip("/")
-        if send_answers is not None:
-            if sink != "posthog":
-                raise TenantError("send-answers applies to PostHog only")
-            current["send_answers"] = send_answers
-        integrations[sink] = current
-    settings["integrations"] = integrations
-    org.settings = settings
-    db.session.flush()
-    return org

@@ -1,0 +1,200 @@
+"""What every sink shares: the event and failure types, the registry of sink types, clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from mentorflow.platform.crypto import decrypt_secret
+
+DEFAULT_TIMEOUT = 10.0
+#: Bounds ``deliveries.last_error``; a response body can be a whole HTML error page.
+_MAX_ERROR_DETAIL = 300
+
+
+@dataclass(frozen=True)
+class OutboundEvent:
+    """One outbox event, as the worker hands it to a sink."""
+
+    id: uuid.UUID
+    org: str
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class DeliveryFailed(Exception):
+    """A delivery did not happen; ``retryable`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+# A sink sends events through an official client and either returns (delivered) or raises
+# DeliveryFailed, saying whether trying again can help. Every call must be idempotent per
+# event, because a worker that dies mid-batch delivers again: PostHog dedupes on the event
+# ``uuid``; Supermemory upserts the document ``id``.
+class Sink(Protocol):
+    """Delivers outbox events to one destination."""
+
+    name: str
+
+    def deliver(self, event: OutboundEvent) -> None:
+        """Send ``event``; raise DeliveryFailed if it was not accepted."""
+        ...
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Send ``events`` in as few calls as the service allows; one outcome per event, in order
+        (None: delivered)."""
+        ...
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """Events with the same key can share one call of :meth:`deliver_batch`."""
+        ...
+
+    def close(self) -> None:
+        """Release what this sink holds."""
+        ...
+
+
+#: What the stand-in file sink writes for an event: the request the real sink would make.
+RequestFor = Callable[[OutboundEvent], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class SinkType:
+    """One kind of sink, as its module registers it: its names, settings and builders.
+
+    ``connect(api_key, url, own, timeout)`` builds the sink with credentials; ``dry_run(own)``
+    returns what the stand-in file records instead. ``own`` is the org's own settings of the
+    sink (``Org.settings["integrations"][name]``), which may hold more options than the URL.
+    """
+
+    name: str
+    label: str
+    #: The platform settings of the API key and URL, used when the org has no key of its own.
+    key_setting: str
+    url_setting: str
+    #: Where an org's own URL is kept in its settings of the sink.
+    url_field: str
+    default_url: str
+    connect: Callable[[str, str, Mapping[str, Any], float], Sink]
+    dry_run: Callable[[Mapping[str, Any]], RequestFor]
+
+
+#: The registered sink types by name, in registration order. Each sink module declares its
+#: SinkType and registers it, so that the console, the CLI and build_sink list the same sinks.
+sink_types: dict[str, SinkType] = {}
+
+
+def register(sink_type: SinkType) -> SinkType:
+    """Add ``sink_type`` to the registry (each sink module calls this once, on import)."""
+    if sink_type.name in sink_types:
+        raise ValueError(f"A sink named {sink_type.name!r} is registered already.")
+    sink_types[sink_type.name] = sink_type
+    return sink_type
+
+
+def get_sink_type(name: str) -> SinkType:
+    """Return the registered sink type ``name``; raise ValueError for an unknown one."""
+    if name not in sink_types:
+        expected = " or ".join(repr(known) for known in sink_types)
+        raise ValueError(f"Unknown sink {name!r}; expected {expected}.")
+    return sink_types[name]
+
+
+def close_clients() -> None:
+    """Close every client the sinks of this process share (at worker shutdown, in tests)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client, close in clients:
+        close(client)
+
+
+def credentials_for(
+    sink_type: SinkType, own: Mapping[str, Any], config: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    platform_url = config.get(sink_type.url_setting) or sink_type.default_url
+    encrypted = own.get("api_key_encrypted")
+    if encrypted:
+        try:
+            api_key = decrypt_secret(encrypted, config)
+        except ValueError as exc:
+            raise DeliveryFailed(
+                f"The org's own {sink_type.name} API key is unusable: {exc}", retryable=False
+            ) from exc
+        # An org may point its own key at its own host; never the platform key, which would
+        # hand the platform's credentials to a host the org chose.
+        return api_key, own.get(sink_type.url_field) or platform_url
+    api_key = config.get(sink_type.key_setting)
+    return (api_key, platform_url) if api_key else None
+
+
+_clients: dict[tuple[Any, ...], tuple[Any, Callable[[Any], None]]] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(
+    key: tuple[Any, ...], create: Callable[[], Any], *, close: Callable[[Any], None]
+) -> Any:
+    """Return the process's client for ``key``, made by ``create`` the first time."""
+    # One client per credentials and process: a PostHog client registers an at-fork hook
+    # that is never removed, and both keep connection pools worth reusing.
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = (create(), close)
+        return _clients[key][0]
+
+
+def _forget_clients_after_fork() -> None:
+    # A forked worker must not share the parent's connections; it makes its own clients.
+    global _clients_lock
+    _clients.clear()
+    _clients_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_clients_after_fork)
+
+
+def outcome_of(
+    deliver: Callable[[OutboundEvent], None], event: OutboundEvent
+) -> DeliveryFailed | None:
+    """Return the DeliveryFailed that ``deliver(event)`` raised, or None if it delivered."""
+    try:
+        deliver(event)
+    except DeliveryFailed as exc:
+        return exc
+    return None
+
+
+def raise_first(outcomes: list[DeliveryFailed | None]) -> None:
+    """Raise the first failure among ``outcomes``, if any."""
+    for outcome in outcomes:
+        if outcome is not None:
+            raise outcome
+
+
+def retryable_status(status: int, *, also: tuple[int, ...]) -> bool:
+    """Return whether an HTTP status is worth retrying: not a 4xx, unless one of ``also``."""
+    return not 400 <= status < 500 or status in also
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Return ``moment`` as an aware UTC datetime."""
+    # Naive datetimes are UTC here: that is how the database stores them.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def shorten(detail: Any) -> str:
+    """Return ``detail`` as text short enough for ``deliveries.last_error``."""
+    text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+    return text if len(text) <= _MAX_ERROR_DETAIL else text[:_MAX_ERROR_DETAIL] + "…"

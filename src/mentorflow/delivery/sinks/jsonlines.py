@@ -1,0 +1,59 @@
+"""The stand-in for a sink without credentials: a file of the requests it would have made."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mentorflow.delivery.sinks.base import DeliveryFailed, OutboundEvent, RequestFor, outcome_of
+
+
+class JsonLinesSink:
+    """Stands in for a sink without credentials: appends what it would send to a file."""
+
+    def __init__(self, name: str, path: Path, request_for: RequestFor) -> None:
+        self.name = name
+        self.path = path
+        self._request_for = request_for
+
+    def deliver(self, event: OutboundEvent) -> None:
+        """Append the request ``event`` would make as one JSON line; skip events that make none."""
+        request = self._request_for(event)
+        if request is None:
+            return
+        line = {
+            "sink": self.name,
+            "dry_run": True,
+            "event_id": str(event.id),
+            "type": event.type,
+            "org": event.org,
+            "request": request,
+        }
+        data = (json.dumps(line, default=_json_default, ensure_ascii=False) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One O_APPEND write per line, so lines from concurrent worker processes don't interleave.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """Lines are appended one by one; any events can go together."""
+        return ""
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Append one line per event."""
+        return [outcome_of(self.deliver, event) for event in events]
+
+    def close(self) -> None:
+        """Release the sink; it holds nothing between deliveries."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

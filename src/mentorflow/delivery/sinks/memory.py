@@ -1,0 +1,201 @@
+"""The Supermemory sink: remembers each completed step in the session's memory container."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import supermemory
+
+from mentorflow.delivery.sinks.base import (
+    DEFAULT_TIMEOUT,
+    DeliveryFailed,
+    OutboundEvent,
+    RequestFor,
+    SinkType,
+    as_utc,
+    outcome_of,
+    register,
+    retryable_status,
+    shared_client,
+    shorten,
+)
+
+DEFAULT_SUPERMEMORY_BASE_URL = "https://api.supermemory.ai"
+
+_MEMORY_METADATA = ("org", "session_id", "flow", "flow_version", "step_id", "phase", "seq")
+#: Documents per ``documents.batch_add`` call (the API takes up to 600).
+MEMORY_BATCH_LIMIT = 600
+
+#: The step types that show something and take no answer (flows.document.NO_ANSWER_TYPES).
+NO_ANSWER_STEP_TYPES = frozenset({"info", "video"})
+
+
+def memory_document(event: OutboundEvent) -> dict[str, Any] | None:
+    """Return the keyword arguments of the ``Supermemory.add`` call for ``event``, if any.
+
+    Every completed step is remembered, one document per step: what the learner answered,
+    that they skipped an optional question, or that they went through an info or video step.
+    Other events make no document.
+    """
+    payload = event.payload
+    if event.type != "step.completed":
+        return None
+    question = payload.get("prompt") or payload.get("key") or payload["step_id"]
+    # Sinks sit below flows/ and can't ask its takes_answer(); the event names the step type.
+    if payload.get("step_type") in NO_ANSWER_STEP_TYPES:
+        content = f"Went through: {question}"
+    elif payload.get("answer") is None:
+        content = f"Question: {question}\nAnswer: (skipped)"
+    else:
+        content = f"Question: {question}\nAnswer: {render_answer(payload['answer'])}"
+    metadata = {name: payload[name] for name in _MEMORY_METADATA if payload.get(name) is not None}
+    return {
+        "namespace": payload["memory_container"],
+        # Derived from (session, seq), so a redelivery upserts the same document.
+        "id": f"{payload['session_id']}-{payload['seq']}",
+        "content": content,
+        "metadata": metadata,
+        "date": payload.get("occurred_at") or as_utc(event.created_at).isoformat(),
+    }
+
+
+def render_answer(answer: Any) -> str:
+    """Render an answer for people: lists joined, a contact as ``name, email, phone``."""
+    if isinstance(answer, bool):
+        return "Yes" if answer else "No"
+    if isinstance(answer, list | tuple):
+        return ", ".join(render_answer(item) for item in answer)
+    if isinstance(answer, dict):
+        known = [answer[field] for field in ("name", "email", "phone") if answer.get(field)]
+        others = [
+            value
+            for field, value in answer.items()
+            if field not in ("name", "email", "phone") and value
+        ]
+        return ", ".join(render_answer(value) for value in known + others)
+    return str(answer)
+
+
+class MemorySink:
+    """Writes each answered step to the session's Supermemory namespace."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_SUPERMEMORY_BASE_URL,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.base_url = base_url
+        self._client = shared_client(
+            ("memory", api_key, base_url, timeout),
+            # max_retries=0: the outbox's backoff retries, and counts the attempts.
+            lambda: supermemory.Supermemory(
+                api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            ),
+            close=lambda client: client.close(),
+        )
+
+    def deliver(self, event: OutboundEvent) -> None:
+        """Upsert the step's document; return at once for events that make none."""
+        document = memory_document(event)
+        if document is None:
+            return
+        namespace = document.pop("namespace")
+        try:
+            self._client.add(namespace, **document)
+        except supermemory.SupermemoryError as exc:
+            raise self._failure(exc) from exc
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """One ``batch_add`` call writes to one namespace: the session's memory container."""
+        return str(event.payload.get("memory_container") or "")
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace."""
+        outcomes: list[DeliveryFailed | None] = [None] * len(events)
+        by_namespace: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for index, event in enumerate(events):
+            document = memory_document(event)
+            if document is not None:
+                by_namespace.setdefault(document.pop("namespace"), []).append((index, document))
+        for namespace, documents in by_namespace.items():
+            for start in range(0, len(documents), MEMORY_BATCH_LIMIT):
+                chunk = documents[start : start + MEMORY_BATCH_LIMIT]
+                for (index, _), outcome in zip(
+                    chunk, self._add_batch(namespace, chunk, events), strict=True
+                ):
+                    outcomes[index] = outcome
+        return outcomes
+
+    def _add_batch(
+        self,
+        namespace: str,
+        chunk: list[tuple[int, dict[str, Any]]],
+        events: list[OutboundEvent],
+    ) -> list[DeliveryFailed | None]:
+        if len(chunk) == 1:
+            return [outcome_of(self.deliver, events[chunk[0][0]])]
+        try:
+            result = self._client.documents.batch_add(
+                namespace, documents=[document for _, document in chunk]
+            )
+        except supermemory.SupermemoryError as exc:
+            failure = self._failure(exc)
+            if not failure.retryable:
+                # Refused for good: find the documents at fault one by one.
+                return [outcome_of(self.deliver, events[index]) for index, _ in chunk]
+            return [failure] * len(chunk)
+        by_id = {item.id: item for item in result.results}
+        outcomes: list[DeliveryFailed | None] = []
+        for _, document in chunk:
+            item = by_id.get(document["id"])
+            if item is None:
+                outcomes.append(DeliveryFailed("Supermemory returned no result for the document."))
+            elif item.status in ("error", "failed"):
+                reason = shorten(" ".join(filter(None, [item.error, item.details])) or "failed")
+                outcomes.append(DeliveryFailed(f"Supermemory refused the document: {reason}"))
+            else:
+                outcomes.append(None)
+        return outcomes
+
+    def _failure(self, exc: Exception) -> DeliveryFailed:
+        if isinstance(exc, supermemory.APIStatusError):
+            return DeliveryFailed(
+                f"Supermemory answered {exc.status_code}: {shorten(exc.body)}",
+                # The official client's own retry rule: 408, 409, 429 and 5xx are transient.
+                retryable=retryable_status(exc.status_code, also=(408, 409, 429)),
+            )
+        if isinstance(exc, supermemory.APIConnectionError):
+            # The compat error says only "Connection error."; httpx's cause says what failed.
+            reason = shorten(str(exc.__cause__ or exc))
+            return DeliveryFailed(f"Supermemory at {self.base_url} is unreachable: {reason}")
+        return DeliveryFailed(f"Supermemory call failed: {shorten(str(exc))}")
+
+    def close(self) -> None:
+        """Release the sink; its client is shared per process (see :func:`close_clients`)."""
+
+
+def _connect(api_key: str, base_url: str, own: Mapping[str, Any], timeout: float) -> MemorySink:
+    return MemorySink(api_key, base_url, timeout=timeout)
+
+
+def _dry_run(own: Mapping[str, Any]) -> RequestFor:
+    return memory_document
+
+
+register(
+    SinkType(
+        name="memory",
+        label="Supermemory",
+        key_setting="SUPERMEMORY_API_KEY",
+        url_setting="SUPERMEMORY_BASE_URL",
+        url_field="base_url",
+        default_url=DEFAULT_SUPERMEMORY_BASE_URL,
+        connect=_connect,
+        dry_run=_dry_run,
+    )
+)

@@ -1,0 +1,175 @@
+"""The PostHog sink: captures outbox events as PostHog events."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import posthog
+import requests
+from posthog.request import APIError as PostHogAPIError
+from posthog.request import batch_post as posthog_batch_post
+
+from mentorflow.delivery.sinks.base import (
+    DEFAULT_TIMEOUT,
+    DeliveryFailed,
+    OutboundEvent,
+    RequestFor,
+    SinkType,
+    as_utc,
+    outcome_of,
+    raise_first,
+    register,
+    retryable_status,
+    shared_client,
+    shorten,
+)
+
+DEFAULT_POSTHOG_HOST = "https://us.i.posthog.com"
+
+#: PostHog properties copied from the event payload when present. Answers are not among them:
+#: they go to PostHog only for orgs that opt in with ``send_answers``.
+_POSTHOG_PROPERTIES = (
+    "session_id",
+    "flow",
+    "flow_version",
+    "status",
+    "step_id",
+    "phase",
+    "step_type",
+    "seq",
+)
+
+
+def posthog_capture(event: OutboundEvent, *, send_answers: bool = False) -> dict[str, Any]:
+    """Return the keyword arguments of the ``posthog.Client.capture`` call for ``event``."""
+    payload = event.payload
+    properties = {name: payload[name] for name in _POSTHOG_PROPERTIES if name in payload}
+    if send_answers and "answer" in payload:
+        properties["key"] = payload.get("key")
+        properties["answer"] = payload["answer"]
+    return {
+        "distinct_id": payload["distinct_id"],
+        "event": event.type,
+        "properties": properties,
+        "uuid": str(event.id),
+        "timestamp": as_utc(event.created_at),
+        "groups": {"organization": event.org},
+    }
+
+
+class PostHogSink:
+    """Captures events in PostHog: the official client builds each event, one batch call sends
+    them all (``posthog.request.batch_post``, what the client itself sends with)."""
+
+    name = "posthog"
+
+    def __init__(
+        self,
+        api_key: str,
+        host: str = DEFAULT_POSTHOG_HOST,
+        *,
+        send_answers: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.api_key = api_key
+        self.host = host
+        self.timeout = timeout
+        self.send_answers = send_answers
+        self._builder = shared_client(
+            ("posthog", api_key, host),
+            lambda: _PostHogMessages(api_key, host),
+            close=lambda builder: builder.client.shutdown(),
+        )
+
+    def deliver(self, event: OutboundEvent) -> None:
+        """Capture ``event``; raise DeliveryFailed unless PostHog answered 200."""
+        raise_first(self.deliver_batch([event]))
+
+    def batch_key(self, event: OutboundEvent) -> str:
+        """One batch request takes any of this project's events."""
+        return ""
+
+    def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        """Capture ``events`` in one batch request (PostHog dedupes on each event's uuid)."""
+        messages = [
+            self._builder.message(**posthog_capture(event, send_answers=self.send_answers))
+            for event in events
+        ]
+        try:
+            posthog_batch_post(self.api_key, self.host, timeout=self.timeout, batch=messages)
+        except PostHogAPIError as exc:
+            status = int(exc.status) if str(exc.status).isdigit() else 0
+            failure = DeliveryFailed(
+                f"PostHog answered {exc.status}: {shorten(exc.message)}",
+                retryable=retryable_status(status, also=(408, 429)),
+            )
+            if not failure.retryable and len(events) > 1:
+                # Refused for good: find the events at fault one by one, deliver the others.
+                return [outcome_of(self.deliver, event) for event in events]
+            return [failure] * len(events)
+        except requests.RequestException as exc:
+            failure = DeliveryFailed(f"PostHog at {self.host} is unreachable: {shorten(str(exc))}")
+            return [failure] * len(events)
+        return [None] * len(events)
+
+    def close(self) -> None:
+        """Release the sink; its client is shared per process (see :func:`close_clients`)."""
+
+
+class _PostHogMessages:
+    """Builds capture messages with the official client, which sends nothing itself.
+
+    ``capture()`` adds what PostHog expects of its Python library (``$lib``, the uuid and
+    timestamp normalised, system context) and hands the finished message to ``before_send``,
+    which keeps it for the batch call.
+    """
+
+    def __init__(self, api_key: str, host: str) -> None:
+        self._kept = threading.local()
+        self.client = posthog.Client(
+            api_key,
+            host=host,
+            send=False,
+            sync_mode=True,
+            before_send=self._keep,
+            # Pinned: the POSTHOG_CAPTURE_MODE variable would otherwise switch the wire format.
+            capture_mode=posthog.CaptureMode.V0,
+        )
+
+    def _keep(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._kept.message = message
+        return message
+
+    def message(self, **capture: Any) -> dict[str, Any]:
+        self._kept.message = None
+        self.client.capture(**capture)
+        if self._kept.message is None:
+            raise DeliveryFailed("The PostHog client built no event (see the posthog log).")
+        return self._kept.message
+
+
+def _connect(api_key: str, host: str, own: Mapping[str, Any], timeout: float) -> PostHogSink:
+    return PostHogSink(
+        api_key, host, send_answers=bool(own.get("send_answers", False)), timeout=timeout
+    )
+
+
+def _dry_run(own: Mapping[str, Any]) -> RequestFor:
+    send_answers = bool(own.get("send_answers", False))
+    return lambda event: posthog_capture(event, send_answers=send_answers)
+
+
+register(
+    SinkType(
+        name="posthog",
+        label="PostHog",
+        key_setting="POSTHOG_API_KEY",
+        url_setting="POSTHOG_HOST",
+        url_field="host",
+        default_url=DEFAULT_POSTHOG_HOST,
+        connect=_connect,
+        dry_run=_dry_run,
+    )
+)
