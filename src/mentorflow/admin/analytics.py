@@ -10,7 +10,8 @@ from flask_admin import expose
 
 from mentorflow.admin.access import for_org, seat
 from mentorflow.admin.learners import LearnerView, day_range, org_flows, read_days, version_of
-from mentorflow.flows.analytics import TIMING_EVENT_LIMIT, flow_funnel, flow_versions
+from mentorflow.flows.analytics import TIMING_EVENT_LIMIT, flow_funnel
+from mentorflow.flows.authoring import flow_versions
 from mentorflow.flows.models import Flow
 from mentorflow.platform.db import utcnow
 

@@ -18,7 +18,7 @@ from mentorflow.flows.document import (
     dump_document,
     load_document,
 )
-from mentorflow.flows.models import Flow, FlowVersion, LearnerSession, PublishLog
+from mentorflow.flows.models import Flow, LearnerSession, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Role
@@ -138,7 +138,7 @@ class FlowsView(ConsoleView):
                     db.session.commit()
                     flash("Draft saved.", "success")
                     return redirect(self.get_url(".edit", flow_id=flow.id))
-        versions = self._versions(flow)
+        versions = authoring.flow_versions(flow)
         return self.render(
             "console/flows/edit.html",
             flow=flow,
@@ -166,15 +166,6 @@ class FlowsView(ConsoleView):
         )
         return redirect(self.get_url(".edit", flow_id=flow.id))
 
-    def _versions(self, flow: Flow) -> list[FlowVersion]:
-        return list(
-            db.session.scalars(
-                sa.select(FlowVersion)
-                .where(FlowVersion.flow_id == flow.id)
-                .order_by(FlowVersion.number.desc())
-            ).all()
-        )
-
     @expose("/<int:flow_id>/versions")
     def versions(self, flow_id: int) -> Any:
         flow = self._flow(flow_id)
@@ -184,13 +175,16 @@ class FlowsView(ConsoleView):
             .order_by(PublishLog.at.desc())
         ).all()
         return self.render(
-            "console/flows/versions.html", flow=flow, versions=self._versions(flow), log=log
+            "console/flows/versions.html",
+            flow=flow,
+            versions=authoring.flow_versions(flow),
+            log=log,
         )
 
     @expose("/<int:flow_id>/diff")
     def diff(self, flow_id: int) -> Any:
         flow = self._flow(flow_id)
-        numbers = {v.number: v for v in self._versions(flow)}
+        numbers = {v.number: v for v in authoring.flow_versions(flow)}
         a, b = request.args.get("a", type=int), request.args.get("b", type=int)
         if a not in numbers or b not in numbers:
             return Response("Pick two versions of this flow.", status=404)

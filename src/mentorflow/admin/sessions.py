@@ -26,11 +26,10 @@ from mentorflow.delivery import services as delivery
 from mentorflow.flows.analytics import (
     answers_by_step,
     build_timeline,
-    flow_versions,
     seconds_per_step,
     session_progress,
 )
-from mentorflow.flows.authoring import compiled_flow
+from mentorflow.flows.authoring import compiled_flow, flow_versions
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession, SessionStatus, StepEvent
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db

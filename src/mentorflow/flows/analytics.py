@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mentorflow.flows.authoring import compiled_flow
+from mentorflow.flows.authoring import compiled_flow, flow_versions
 from mentorflow.flows.document import takes_answer
 from mentorflow.flows.engine import CompiledFlow
 from mentorflow.flows.models import (
@@ -202,19 +202,6 @@ class FlowFunnel:
         if not losing:
             return None
         return max(losing, key=lambda step: step.reached - step.completed).step_id
-
-
-def flow_versions(flow: Flow | None) -> list[FlowVersion]:
-    """Return the versions of ``flow``, newest first (none for no flow)."""
-    if flow is None:
-        return []
-    return list(
-        db.session.scalars(
-            sa.select(FlowVersion)
-            .where(FlowVersion.flow_id == flow.id)
-            .order_by(FlowVersion.number.desc())
-        ).all()
-    )
 
 
 def funnel_steps(flow: Flow, version: FlowVersion | None) -> list[tuple[dict[str, Any], list[int]]]:

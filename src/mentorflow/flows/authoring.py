@@ -123,6 +123,19 @@ def get_version(flow: Flow, number: int | None = None) -> FlowVersion:
     return version
 
 
+def flow_versions(flow: Flow | None) -> list[FlowVersion]:
+    """Return the versions of ``flow``, newest first (none for no flow)."""
+    if flow is None:
+        return []
+    return list(
+        db.session.scalars(
+            sa.select(FlowVersion)
+            .where(FlowVersion.flow_id == flow.id)
+            .order_by(FlowVersion.number.desc())
+        ).all()
+    )
+
+
 def rollback_flow(flow: Flow, number: int, *, by: str | None = None) -> FlowVersion:
     """Publish an older version again; sessions already started keep their own version."""
     version = get_version(flow, number)
