@@ -39,6 +39,10 @@ def celery_init_app(app: Flask) -> Celery:
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     broker_url = app.config["BROKER_URL"]
+    if broker_url == "filesystem://":
+        # The same broker: its host means nothing, but without one kombu logs a warning
+        # ("No hostname was supplied") for every connection of every process.
+        broker_url = "filesystem://localhost/"
     celery_app.config_from_object(
         {
             "broker_url": broker_url,
