@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 export MENTORFLOW_INSTANCE_PATH ?= $(CURDIR)/instance
 HOST ?= 127.0.0.1
 PORT ?= 5000
+VERBOSE ?=
 
 .PHONY: install lock run test lint format bench clean
 
@@ -33,7 +34,7 @@ lock: ## refresh requirements.lock and requirements-dev.lock: newest versions py
 run: install ## upgrade the SQLite database, seed the demo, serve + worker + beat on $(HOST):$(PORT)
 	$(BIN)/mentorflow db upgrade
 	$(BIN)/mentorflow demo --base-url http://$(HOST):$(PORT)
-	$(BIN)/mentorflow up --host $(HOST) --port $(PORT)
+	$(BIN)/mentorflow up --host $(HOST) --port $(PORT)$(if $(filter 1,$(VERBOSE)), --verbose)
 
 test: install ## run the test suite (PostgreSQL/Redis tiers skip with a reason when absent)
 	$(BIN)/pytest
