@@ -5,22 +5,36 @@ BIN := $(VENV)/bin
 export MENTORFLOW_INSTANCE_PATH ?= $(CURDIR)/instance
 HOST ?= 127.0.0.1
 PORT ?= 5000
+VERBOSE ?=
 
-.PHONY: install run test lint format bench clean
+.PHONY: install lock run test lint format bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit("mentorflow needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-install: $(BIN)/.installed ## create .venv and install mentorflow with its dev extras
+install: $(BIN)/.installed ## create .venv: the tested versions of requirements-dev.lock, then mentorflow
+
+# pip-tools resolves with pip itself, so with the same index settings `make install` uses.
+# requirements.lock is what production installs; the dev lock adds the dev extras on top of it.
+LOCK_BIN := $(VENV)/lock-tools/bin
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_BIN)/pip-compile --quiet --upgrade \
+	--strip-extras --no-allow-unsafe --no-emit-options
+
+lock: ## refresh requirements.lock and requirements-dev.lock: newest versions pyproject.toml allows
+	$(PYTHON) -m venv $(VENV)/lock-tools
+	$(LOCK_BIN)/pip install --quiet --upgrade pip pip-tools
+	$(PIP_COMPILE) -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
 run: install ## upgrade the SQLite database, seed the demo, serve + worker + beat on $(HOST):$(PORT)
 	$(BIN)/mentorflow db upgrade
 	$(BIN)/mentorflow demo --base-url http://$(HOST):$(PORT)
-	$(BIN)/mentorflow up --host $(HOST) --port $(PORT)
+	$(BIN)/mentorflow up --host $(HOST) --port $(PORT)$(if $(filter 1,$(VERBOSE)), --verbose)
 
 test: install ## run the test suite (PostgreSQL/Redis tiers skip with a reason when absent)
 	$(BIN)/pytest

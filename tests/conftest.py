@@ -22,12 +22,17 @@ from support import (
     POSTGRES_URL,
     Learner,
     OrgKeys,
+    drop_own_postgres_databases,
     make_app,
     recreate_postgres_database,
     truncate_all,
 )
 
 pytest_plugins = ["recorder"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_own_postgres_databases()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import os
+import secrets
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,14 @@ from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Org
 
 REQUIRE_SERVICES = os.environ.get("MENTORFLOW_REQUIRE_SERVICES") == "1"
+#: Set explicitly, the test database is exactly that URL (and the ``_server``, ``_worker``,
+#: ``_legacy`` databases beside it), dropped and recreated by each run and left behind. By
+#: default each run gets names of its own, so that two runs on one machine never drop each
+#: other's databases, and drops them again when the session ends.
+POSTGRES_URL_IS_OWN = "MENTORFLOW_TEST_DATABASE_URL" not in os.environ
 POSTGRES_URL = os.environ.get(
-    "MENTORFLOW_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mentorflow_test"
+    "MENTORFLOW_TEST_DATABASE_URL",
+    f"postgresql://postgres@127.0.0.1:5432/mentorflow_test_{os.getpid()}_{secrets.token_hex(3)}",
 )
 DEMO_FLOW = Path(__file__).resolve().parents[1] / "src/mentorflow/flows/demo/demo-flow.yaml"
 
@@ -38,6 +46,9 @@ def service_missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+_created_databases: set[str] = set()
+
+
 def recreate_postgres_database(url: str) -> str:
     """Drop and create the test database named in ``url``; return the URL."""
     base, _, name = url.rpartition("/")
@@ -47,7 +58,21 @@ def recreate_postgres_database(url: str) -> str:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
         service_missing(f"PostgreSQL is not reachable at {base}: {exc}")
+    _created_databases.add(url)
     return url
+
+
+def drop_own_postgres_databases() -> None:
+    """Drop the databases this run created under its own default names (none if set)."""
+    if not POSTGRES_URL_IS_OWN:
+        return
+    while _created_databases:
+        base, _, name = _created_databases.pop().rpartition("/")
+        try:
+            with psycopg.connect(f"{base}/postgres", autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error as exc:
+            print(f"could not drop test database {name}: {exc}", file=sys.stderr)
 
 
 class IsolatedClient(FlaskClient):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mentorflow.cli.supervisor import where_to_go
 from support import POSTGRES_URL, free_port, recreate_postgres_database
 
 MENTORFLOW = str(Path(sys.executable).parent / "mentorflow")
@@ -132,3 +133,115 @@ def test_session_survives_a_server_restart(server_env):
         assert refreshed["session"]["answers"] == {first["key"]: first["options"][-1]["value"]}
     finally:
         server.stop()
+
+
+class Up:
+    """``mentorflow up`` on a seeded SQLite instance; its terminal (stdout + stderr) in a file."""
+
+    def __init__(self, tmp_path: Path, *args: str, **settings: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "MENTORFLOW_INSTANCE_PATH": str(tmp_path / "instance"),
+            "MENTORFLOW_WEB_CONCURRENCY": "1",
+            "MENTORFLOW_WORKER_CONCURRENCY": "1",
+            "MENTORFLOW_SWEEP_INTERVAL_SECONDS": "1",
+            **{f"MENTORFLOW_{name}": value for name, value in settings.items()},
+        }
+        for name in ("MENTORFLOW_DATABASE_URL", "MENTORFLOW_BROKER_URL"):
+            self.env.pop(name, None)
+        base = f"http://127.0.0.1:{self.port}"
+        subprocess.run([MENTORFLOW, "db", "upgrade"], env=self.env, check=True, capture_output=True)
+        demo = subprocess.run(
+            [MENTORFLOW, "demo", "--base-url", base],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        self.pk = re.search(r"publishable key (pk_\S+)", demo.stdout).group(1)
+        self.password = re.search(r"\(mentor@demo\.example / (\S+)\)", demo.stdout).group(1)
+        self.log = tmp_path / "terminal.log"
+        with self.log.open("w") as terminal:
+            self.process = subprocess.Popen(
+                [MENTORFLOW, "up", "--port", str(self.port), *args],
+                env=self.env,
+                cwd=tmp_path,
+                stdout=terminal,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.process.poll() is None, f"up exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{self.output()}"
+            time.sleep(0.2)
+        return self.output()
+
+    def stop(self) -> int:
+        """Ctrl-C, as in a terminal: SIGINT to the whole process group."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+
+
+def test_up_says_where_to_go_and_shows_only_warnings_of_worker_and_beat(tmp_path):
+    # PostHog on a closed port: the worker must still show that its deliveries fail.
+    closed = f"http://127.0.0.1:{free_port()}"
+    up = Up(tmp_path, POSTHOG_API_KEY="phc_test", POSTHOG_HOST=closed)
+    try:
+        printed = up.wait_for("mentorflow is up on")
+        base = f"http://127.0.0.1:{up.port}"
+        block = printed[printed.index("mentorflow is up on") :]
+        assert f"console   {base}/admin/   (mentor@demo.example / {up.password})" in block
+        assert f"player    {base}/play/demo/rafael-tats" in block
+        assert f"API       {base}/v1/orgs/demo\n" in block
+        assert "memory   instance/outbox-memory.jsonl" in block
+        assert "outbox-posthog" not in block  # PostHog has credentials: nothing goes to a file
+        status, _ = call("POST", f"{base}/v1/orgs/demo/flows/rafael-tats/sessions", up.pk, {})
+        assert status == 201
+        up.wait_for("WARNING mentorflow.worker.delivery: delivery of event")
+        time.sleep(3)  # three beats of the one-second sweep
+    finally:
+        code = up.stop()
+    printed = up.output()
+    assert code == 0, printed
+    assert printed.count("mentorflow is up on") == 1
+    for routine in ("INFO celery", "Sending due task", "[tasks]", "celery beat v", "No hostname"):
+        assert routine not in printed
+
+
+def test_up_verbose_shows_the_routine_lines_too(tmp_path):
+    up = Up(tmp_path, "--verbose")
+    try:
+        up.wait_for("mentorflow is up on")
+        printed = up.wait_for("Sending due task sweep-due-deliveries")
+    finally:
+        up.stop()
+    assert "[tasks]" in printed and "celery beat v" in printed
+    assert "warnings and errors only" not in printed
+
+
+def test_where_to_go_without_the_demo_or_files(tmp_path):
+    config = {
+        "INSTANCE_PATH": str(tmp_path),
+        "SINKS": ["posthog", "memory"],
+        "POSTHOG_API_KEY": "phc_x",
+        "SUPERMEMORY_API_KEY": "sm_x",
+    }
+    block = where_to_go("http://[::1]:8000", config, verbose=True)
+    assert block.splitlines()[1:] == [
+        "mentorflow is up on http://[::1]:8000; Ctrl-C stops the web server, worker and beat",
+        "  console   http://[::1]:8000/admin/",
+        "  API       http://[::1]:8000/v1",
+        "  API docs  http://[::1]:8000/v1/openapi.json",
+    ]

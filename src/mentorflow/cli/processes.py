@@ -9,7 +9,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from mentorflow.cli.server import run_gunicorn
-from mentorflow.cli.supervisor import run_together
+from mentorflow.cli.supervisor import run_up
 
 
 @click.command("serve")
@@ -51,15 +51,8 @@ def beat(loglevel: str) -> None:
 @click.command("up")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-def up(host: str, port: int) -> None:
+@click.option("--verbose", is_flag=True, help="Also show the worker's and beat's routine lines.")
+def up(host: str, port: int, verbose: bool) -> None:
     """Run the web server, a worker and the beat together until Ctrl-C (development)."""
     command = [sys.executable, "-m", "mentorflow.cli"]
-    sys.exit(
-        run_together(
-            {
-                "web": [*command, "serve", "--host", host, "--port", str(port)],
-                "worker": [*command, "worker"],
-                "beat": [*command, "beat"],
-            }
-        )
-    )
+    sys.exit(run_up(command, host, port, verbose=verbose))

@@ -52,6 +52,10 @@ def celery_init_app(app: Flask) -> Celery:
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     broker_url = app.config["BROKER_URL"]
+    if broker_url == "filesystem://":
+        # The same broker: its host means nothing, but without one kombu logs a warning
+        # ("No hostname was supplied") for every connection of every process.
+        broker_url = "filesystem://localhost/"
     celery_app.config_from_object(
         {
             "broker_url": broker_url,
@@ -86,13 +90,16 @@ def _transport_options(broker_url: str, config: Any) -> dict[str, Any]:
         return {"socket_connect_timeout": 2, "socket_timeout": 5, "visibility_timeout": 3600}
     if broker_url.startswith("filesystem://"):
         folder = Path(config["BROKER_FOLDER"])
-        for name in ("queue", "processed"):
+        for name in ("queue", "processed", "control"):
             (folder / name).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # The exchange tables (``celery.exchange``, ``celery.pidbox.exchange``), which kombu
+            # otherwise writes to ``control/`` under the working directory.
+            "control_folder": str(folder / "control"),
         }
     return {}
 
