@@ -209,7 +209,7 @@ def test_up_says_where_to_go_and_shows_only_warnings_of_worker_and_beat(tmp_path
         assert "outbox-posthog" not in block  # PostHog has credentials: nothing goes to a file
         status, _ = call("POST", f"{base}/v1/orgs/demo/flows/rafael-tats/sessions", up.pk, {})
         assert status == 201
-        up.wait_for("WARNING mentorflow.worker.delivery: delivery of event")
+        up.wait_for("WARNING mentorflow.delivery.services: delivery of event")
         time.sleep(3)  # three beats of the one-second sweep
     finally:
         code = up.stop()
