@@ -396,3 +396,70 @@ def test_stale_step_with_stale_if_match_is_409_with_state(walker):
     walker.answer("phase-1-step-1", If_Match='"1"')
     body = assert_problem(walker.answer("phase-1-step-1", If_Match='"1"'), 409)
     assert body["step"]["id"] == "phase-1-step-2"
+
+
+@pytest.mark.parametrize(
+    ("contact", "field"),
+    [
+        ({"name": "Ada\x00"}, "name"),
+        ({"external_user_id": "user-\ud800"}, "external_user_id"),
+        ({"email": "ada@example.com", "phone": "\udfff555 0100"}, "phone"),
+    ],
+)
+def test_unstorable_text_when_starting_is_422_naming_the_field_and_creates_nothing(
+    studio, learner, contact, field
+):
+    from mentorflow.flows.models import LearnerSession
+
+    body = assert_problem(learner(studio).start("onboarding", **contact), 422)
+    assert list(body["errors"]) == [field]
+    assert count(LearnerSession) == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "field"),
+    [
+        ({"name": "Ada \ud83d", "email": "ada@example.com"}, "answer.name"),
+        ({"name": "Ada", "email": "ada@example.com\x00"}, "answer.email"),
+        ({"name": "Ada", "email": "ada@example.com", "note\x00": "x"}, "answer.<key>"),
+    ],
+)
+def test_unstorable_text_in_an_answer_is_422_naming_the_field_and_changes_nothing(
+    walker, answer, field
+):
+    for step_id, value in (("phase-1-step-1", None), ("phase-1-step-2", "new")):
+        assert walker.answer(step_id, value).status_code == 200
+    assert walker.answer("phase-2-step-1", 5).status_code == 200
+    before = walker.get().json
+    events = count(StepEvent)
+    body = assert_problem(walker.answer("phase-2-step-2", answer), 422)
+    assert field in body["errors"]
+    assert walker.get().json == before
+    assert count(StepEvent) == events
+    # The same answer, storable, is taken.
+    assert (
+        walker.answer("phase-2-step-2", {"name": "Ada", "email": "ada@example.com"}).status_code
+        == 200
+    )
+
+
+def test_unstorable_text_in_the_query_is_422(walker):
+    body = assert_problem(
+        walker.client.get(
+            f"/v1/orgs/{walker.org}/sessions/{walker.session_id}?view=a%00b",
+            headers={"Authorization": f"Bearer {walker.token}"},
+        ),
+        422,
+    )
+    assert list(body["errors"]) == ["query.view"]
+
+
+def test_a_storable_emoji_and_accents_pass_the_text_check():
+    from mentorflow.platform.text import unstorable_strings
+
+    assert unstorable_strings({"name": "Zoë 👋", "list": ["a", {"b": "ç"}]}) == {}
+    assert unstorable_strings({"list": ["ok", {"b": "\ud800"}]}) == {
+        "list[1].b": [
+            "Must be valid Unicode text: an unpaired surrogate (U+D800 to U+DFFF) was sent."
+        ]
+    }

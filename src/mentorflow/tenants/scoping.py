@@ -8,6 +8,7 @@ from flask import request
 
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
+from mentorflow.platform.text import text_problem, unstorable_strings
 from mentorflow.tenants.cors import add_cors_headers, preflight_response
 from mentorflow.tenants.credentials import authenticate, token_owner
 from mentorflow.tenants.tenancy import enter_org
@@ -38,8 +39,28 @@ def scope_blueprint_to_org(blueprint: Any) -> None:
                 )
             if owner[1] != org.id:
                 abort(404, message=f"No organization '{slug}'.")
+        refuse_unstorable_text()
         return None
 
     @blueprint.after_request
     def _cors(response: Any) -> Any:
         return add_cors_headers(response, (request.view_args or {}).get("org"))
+
+
+def refuse_unstorable_text() -> None:
+    """Answer 422, naming each field, when the query or the JSON body holds unstorable text."""
+    errors = {
+        f"query.{name}": [problem]
+        for name, values in request.args.lists()
+        for problem in filter(None, map(text_problem, [name, *values]))
+    }
+    if request.method in ("POST", "PUT", "PATCH") and request.is_json:
+        errors.update(unstorable_strings(request.get_json(silent=True)))
+    if errors:
+        abort(
+            422,
+            message="The request holds text that can't be stored: "
+            + ", ".join(sorted(errors))
+            + ".",
+            errors=errors,
+        )
