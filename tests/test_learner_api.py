@@ -463,3 +463,16 @@ def test_a_storable_emoji_and_accents_pass_the_text_check():
             "Must be valid Unicode text: an unpaired surrogate (U+D800 to U+DFFF) was sent."
         ]
     }
+
+
+def test_a_body_over_the_api_limit_is_413_problem_and_creates_nothing(app, studio, learner):
+    from mentorflow.flows.models import LearnerSession
+
+    limit = app.config["API_MAX_BODY_BYTES"]
+    response = learner(studio).start("onboarding", name="A", padding="x" * limit)
+    body = assert_problem(response, 413)
+    assert body["status"] == 413
+    assert count(LearnerSession) == 0
+    # Just under the limit is read as usual (and refused for its unknown field, not its size).
+    small = learner(studio).start("onboarding", name="A", padding="x" * (limit // 2))
+    assert small.status_code == 422

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "DB_PRE_PING": False,
     # How long a process may serve an org's settings (CORS origins, TTL) from memory.
     "ORG_CACHE_SECONDS": 5,
+    # Largest request body the learner API reads (JSON), and the console (flow documents).
+    "API_MAX_BODY_BYTES": 256 * 1024,
+    "CONSOLE_MAX_BODY_BYTES": 4 * 1024 * 1024,
     # Requests per client address to the learner API; "" disables the limit.
     "RATE_LIMIT": "1200 per minute",
     # Where rate-limit counters live: memory:// (one process) or redis://... (shared).
@@ -70,6 +73,8 @@ def default_instance_path() -> Path:
 
 def finalize(config: dict[str, Any], instance_path: Path) -> None:
     """Derive the library settings (SQLAlchemy, smorest, cookies) from ours."""
+    # Werkzeug answers 413 before reading a larger body; /v1 lowers it per request.
+    config["MAX_CONTENT_LENGTH"] = int(config["CONSOLE_MAX_BODY_BYTES"])
     if not config.get("DATABASE_URL"):
         config["DATABASE_URL"] = f"sqlite:///{instance_path / 'mentorflow.db'}"
     url = str(config["DATABASE_URL"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
@@ -20,6 +20,8 @@ def scope_blueprint_to_org(blueprint: Any) -> None:
     @blueprint.before_request
     def _enter_org_of_url() -> Any:
         slug = (request.view_args or {}).get("org")
+        # A 413 before the body is read: a learner-API body is a step, never a file.
+        request.max_content_length = int(current_app.config["API_MAX_BODY_BYTES"])
         if request.method == "OPTIONS":
             return preflight_response(slug)
         if request.method in ("GET", "HEAD"):
