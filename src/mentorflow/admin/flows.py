@@ -11,6 +11,7 @@ from flask_admin import expose
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
 from mentorflow.flows import authoring
+from mentorflow.flows.analytics import sessions_per_flow
 from mentorflow.flows.document import (
     DocumentError,
     FieldError,
@@ -18,7 +19,7 @@ from mentorflow.flows.document import (
     dump_document,
     load_document,
 )
-from mentorflow.flows.models import Flow, LearnerSession, PublishLog
+from mentorflow.flows.models import Flow, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Role
@@ -66,13 +67,7 @@ class FlowsView(ConsoleView):
     @expose("/")
     def index(self) -> Any:
         org = seat().org
-        counts = dict(
-            db.session.execute(
-                sa.select(LearnerSession.flow_id, sa.func.count())
-                .where(LearnerSession.org_id == org.id)
-                .group_by(LearnerSession.flow_id)
-            ).all()
-        )
+        counts = sessions_per_flow(org.id)
         flows = db.session.scalars(
             sa.select(Flow)
             .where(Flow.org_id == org.id)

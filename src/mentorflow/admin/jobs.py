@@ -10,8 +10,9 @@ from flask_admin import expose
 
 from mentorflow.admin.access import for_org, requires, seat
 from mentorflow.admin.learners import PAGE_SIZE, LearnerView, org_flows, requested_page
+from mentorflow.flows.analytics import sessions_per_flow
 from mentorflow.flows.export import create_export
-from mentorflow.flows.models import Flow, LearnerSession
+from mentorflow.flows.models import Flow
 from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.jobs.runner import job_file
 from mentorflow.platform.db import begin_write
@@ -37,13 +38,7 @@ class JobsView(LearnerView):
             .offset((page - 1) * PAGE_SIZE)
             .limit(PAGE_SIZE)
         ).all()
-        counts = dict(
-            db.session.execute(
-                sa.select(LearnerSession.flow_id, sa.func.count())
-                .where(LearnerSession.org_id == org.id)
-                .group_by(LearnerSession.flow_id)
-            ).all()
-        )
+        counts = sessions_per_flow(org.id)
         return self.render(
             "console/jobs/index.html",
             jobs=rows,

@@ -204,6 +204,17 @@ class FlowFunnel:
         return max(losing, key=lambda step: step.reached - step.completed).step_id
 
 
+def sessions_per_flow(org_id: int) -> dict[int, int]:
+    """Return how many learner sessions each of an org's flows has, by flow id."""
+    return dict(
+        db.session.execute(
+            sa.select(LearnerSession.flow_id, sa.func.count())
+            .where(LearnerSession.org_id == org_id)
+            .group_by(LearnerSession.flow_id)
+        ).all()
+    )
+
+
 def funnel_steps(flow: Flow, version: FlowVersion | None) -> list[tuple[dict[str, Any], list[int]]]:
     """Return the steps to chart, in flow order, each with the versions it is limited to.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import math
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -14,7 +13,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from mentorflow.flows.document import takes_answer, validate_document
+from mentorflow.flows.document import is_number, takes_answer, validate_document
 
 CONTACT_NAME_MAX_LENGTH = 200
 PHONE_LENGTH = (7, 20)
@@ -239,7 +238,7 @@ def _condition_holds(name: str, expected: Any, value: Any) -> bool:
     if value is None:
         return False
     if name in _COMPARE:
-        return _is_number(value) and _is_number(expected) and _COMPARE[name](value, expected)
+        return is_number(value) and is_number(expected) and _COMPARE[name](value, expected)
     if name == "equals":
         return _includes(value, expected)
     if name == "not_equals":
@@ -263,14 +262,6 @@ def _includes(value: Any, expected: Any) -> bool:
 def _same(left: Any, right: Any) -> bool:
     # True == 1 in Python; a boolean answer must never match a number.
     return isinstance(left, bool) == isinstance(right, bool) and left == right
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def _show_number(value: float) -> str:
@@ -330,7 +321,7 @@ def _text(answer: Any, max_length: int) -> str:
 
 
 def _number_answer(step: dict[str, Any], answer: Any) -> int | float:
-    if not _is_number(answer):
+    if not is_number(answer):
         raise _Invalid("must be a number")
     low, high = step.get("min"), step.get("max")
     if low is not None and answer < low:

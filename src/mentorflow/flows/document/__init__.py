@@ -14,6 +14,7 @@ from mentorflow.flows.document.steps import (
     NO_ANSWER_TYPES,
     OPERATORS,
     STEP_TYPES,
+    is_number,
     takes_answer,
 )
 from mentorflow.flows.document.validate import validate_document
@@ -34,6 +35,7 @@ __all__ = [
     "FieldError",
     "checksum",
     "dump_document",
+    "is_number",
     "load_document",
     "parse_document",
     "takes_answer",

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime
 import difflib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from mentorflow.flows.document.errors import FieldError
-from mentorflow.flows.document.steps import takes_answer
+from mentorflow.flows.document.steps import is_number, takes_answer
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -25,14 +24,6 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def _looks_unquoted(value: Any) -> bool:
@@ -124,7 +115,7 @@ class _Checker:
         return value
 
     def number(self, value: Any, path: str) -> Any:
-        if not _is_number(value):
+        if not is_number(value):
             self.error(path, "must be a number")
             return MISSING
         return value

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from mentorflow.flows.document.checks import MISSING, _Checker, _is_number, _join, _show, _Step
+from mentorflow.flows.document.checks import MISSING, _Checker, _join, _show, _Step
 from mentorflow.flows.document.steps import (
     _RULE_FIELDS,
     CHOICE_TYPES,
     COMPARISON_OPERATORS,
     OPERATORS,
+    is_number,
 )
 
 
@@ -18,7 +19,7 @@ def _is_scalar_value(value: Any) -> bool:
     return (
         (isinstance(value, str) and "\x00" not in value)
         or isinstance(value, bool)
-        or (_is_number(value))
+        or (is_number(value))
     )
 
 
@@ -168,7 +169,7 @@ class _RuleChecker(_Checker):
             if not isinstance(value, bool):
                 self.error(path, f"must be true or false, because step '{source.id}' is boolean")
         elif source.type in ("number", "scale"):
-            if not _is_number(value):
+            if not is_number(value):
                 message = f"must be a number, because step '{source.id}' is a {source.type} step"
                 self.error(path, message)
         elif not isinstance(value, str):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 STEP_TYPES: tuple[str, ...] = (
     "info",
     "video",
@@ -63,6 +66,15 @@ _STEP_FIELD_ORDER = (
 _ALL_STEP_FIELDS = frozenset(_STEP_FIELD_ORDER)
 _OPTION_FIELDS = ("value", "label")
 _RULE_FIELDS = ("when", "goto")
+
+
+def is_number(value: Any) -> bool:
+    """Return whether ``value`` is a finite JSON number (booleans are not numbers here)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def takes_answer(step_type: str) -> bool:
