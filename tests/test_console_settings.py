@@ -27,7 +27,7 @@ from recorder import Recorder
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 WEEK = 7 * 24 * 3600
-LINK = re.compile(r'id="invitation-link"[^>]*>(http://localhost/admin/invite/[^<]+)<')
+LINK = re.compile(r'id="invitation-link"[^>]*>(http://localhost/admin/invite/#([^<]+))<')
 SECRET = re.compile(r'id="new-key"[^>]*>((?:pk|sk)_[A-Za-z0-9_-]{40,})<')
 
 
@@ -92,9 +92,21 @@ def text(response: Any) -> str:
 
 
 def invite(console: Console, email: str, role: str = "mentor") -> str:
+    """Invite ``email``; return the token of the link (the part after ``#``)."""
     response = console.post("/admin/settings/members/invite", {"email": email, "role": role})
     assert response.status_code == 201, text(response)
-    return LINK.search(text(response)).group(1).removeprefix("http://localhost")
+    return LINK.search(text(response)).group(2)
+
+
+def open_invitation(client: Any, token: str, **fields: str) -> Any:
+    """Do what the invitation page's script does with the link's token: post it."""
+    data = {"csrf_token": csrf_token(client, "/admin/invite/"), "token": token, **fields}
+    return client.post("/admin/invite/", data=data)
+
+
+def join(client: Any, token: str, **fields: str) -> Any:
+    """Submit the invitation page's form: join the org."""
+    return open_invitation(client, token, join="1", **fields)
 
 
 def mutating_forms(studio: Studio) -> dict[str, tuple[str, dict[str, str]]]:
@@ -199,7 +211,7 @@ def test_forms_need_a_csrf_token(studio: Studio) -> None:
 def test_another_orgs_staff_get_404_on_the_first_orgs_objects(
     studio: Studio, other_studio: Studio
 ) -> None:
-    link = invite(studio.console("owner"), "someone@example.com")
+    token = invite(studio.console("owner"), "someone@example.com")
     digest = next(iter(studio.settings()["invitations"]))
     key_id = db.session.scalar(sa.select(ApiKey.id).where(ApiKey.org_id == studio.org.id))
     mentor = studio.user_id("mentor")
@@ -220,7 +232,8 @@ def test_another_orgs_staff_get_404_on_the_first_orgs_objects(
         body = text(outsider.get(url))
         assert studio.emails["mentor"] not in body and "someone@example.com" not in body
         assert studio.keys.pk[:11] not in body
-    assert studio.console("owner").get(link).status_code == 200  # the link still works
+    still_works = open_invitation(studio.console("owner").client, token)
+    assert still_works.status_code == 200 and "Join Studio A" in text(still_works)
 
 
 # API keys.
@@ -472,28 +485,28 @@ def test_an_invitation_link_makes_a_member_once(
     body = text(created)
     assert created.status_code == 201 and created.headers["Cache-Control"] == "no-store"
     assert "No email was sent" in body
-    link = LINK.search(body).group(1)
-    path = link.removeprefix("http://localhost")
-    token = path.rsplit("/", 1)[1]
-    assert link in caplog.text and "no email is sent" in caplog.text
+    link, token = LINK.search(body).groups()
+    assert link == f"http://localhost/admin/invite/#{token}"  # browsers never send a fragment
+    assert "no email is sent" in caplog.text
+    assert token not in caplog.text  # the log has a fingerprint of the invitation only
 
     stored = studio.settings()["invitations"]
     assert token not in str(stored)
-    (invitation,) = stored.values()
+    ((digest, invitation),) = stored.items()
+    assert digest[:8] in caplog.text
     assert invitation["email"] == "new.mentor@example.com" and invitation["role"] == "mentor"
     assert invitation["invited_by"] == studio.emails["admin"]
     listing = text(admin.get("/admin/settings/members"))
     assert "new.mentor@example.com" in listing and token not in listing
 
     newcomer = Console(studio.app.test_client())
-    page = newcomer.get(path)
+    landing = newcomer.get("/admin/invite/")
+    assert landing.status_code == 200 and 'id="open-invitation"' in text(landing)
+    page = open_invitation(newcomer.client, token)
     assert page.status_code == 200 and "Join Studio A" in text(page)
-    token_field = csrf_token(newcomer.client, path)
 
     def accept(password: str, confirm: str) -> Any:
-        return newcomer.client.post(
-            path, data={"csrf_token": token_field, "password": password, "confirm": confirm}
-        )
+        return join(newcomer.client, token, password=password, confirm=confirm)
 
     short = accept("short", "short")
     assert short.status_code == 422 and "Use at least 8 characters." in text(short)
@@ -508,26 +521,34 @@ def test_an_invitation_link_makes_a_member_once(
     home = newcomer.get("/admin/settings/")
     assert home.status_code == 200 and "You are mentor" in text(home)
 
-    assert newcomer.get(path).status_code == 404
-    used = Console(studio.app.test_client()).get(path)
+    assert open_invitation(newcomer.client, token).status_code == 404
+    used = open_invitation(Console(studio.app.test_client()).client, token)
     assert used.status_code == 404 and "used already" in text(used)
     again = Console(studio.app.test_client())
     assert again.login("new.mentor@example.com", "a fine password").status_code == 302
 
 
-def test_existing_staff_join_with_their_own_password(studio: Studio, other_studio: Studio) -> None:
+def test_existing_staff_sign_in_to_accept(studio: Studio, other_studio: Studio) -> None:
     email = other_studio.emails["mentor"]
-    path = invite(studio.console("owner"), email, "viewer")
+    token = invite(studio.console("owner"), email, "viewer")
     visitor = Console(studio.app.test_client())
-    page = text(visitor.get(path))
-    assert "You have a staff account already" in page and "Repeat the password" not in page
-    token = csrf_token(visitor.client, path)
+    page = text(open_invitation(visitor.client, token))
+    assert "has a staff account already: sign in to it to accept" in page
+    assert 'type="password"' not in page  # the invitation page checks no password
 
-    wrong = visitor.client.post(path, data={"csrf_token": token, "password": "not it at all"})
-    assert wrong.status_code == 401 and "not the password of this account" in text(wrong)
+    refused = join(visitor.client, token, password=PASSWORD)
+    assert refused.status_code == 403
     assert studio.role_of(email) is None
 
-    joined = visitor.client.post(path, data={"csrf_token": token, "password": PASSWORD})
+    # Signing in brings the invitee back to the invitation, which they confirm.
+    signed_in = visitor.client.post(
+        "/admin/login?next=/admin/invite/",
+        data={"email": email, "password": PASSWORD, "csrf_token": csrf_token(visitor.client)},
+    )
+    assert signed_in.status_code == 302 and signed_in.location.endswith("/admin/invite/")
+    back = visitor.get("/admin/invite/")
+    assert back.status_code == 200 and f"You are signed in as {email}" in text(back)
+    joined = join(visitor.client, token)
     assert joined.status_code == 302
     assert studio.role_of(email) is Role.VIEWER
     assert other_studio.role_of(email) is Role.MENTOR  # still in their first org, same role
@@ -536,11 +557,11 @@ def test_existing_staff_join_with_their_own_password(studio: Studio, other_studi
 
 def test_signed_in_invitees_just_confirm(studio: Studio, other_studio: Studio) -> None:
     email = other_studio.emails["viewer"]
-    path = invite(studio.console("owner"), email, "admin")
+    token = invite(studio.console("owner"), email, "admin")
     invitee = other_studio.console("viewer")
-    page = text(invitee.get(path))
+    page = text(open_invitation(invitee.client, token))
     assert "You are signed in as" in page and 'type="password"' not in page
-    joined = invitee.client.post(path, data={"csrf_token": csrf_token(invitee.client, path)})
+    joined = join(invitee.client, token)
     assert joined.status_code == 302
     assert studio.role_of(email) is Role.ADMIN
     assert invitee.get("/admin/settings/keys").status_code == 200  # now in Studio A, as admin
@@ -548,10 +569,10 @@ def test_signed_in_invitees_just_confirm(studio: Studio, other_studio: Studio) -
 
 def test_expired_and_cancelled_links_are_refused(studio: Studio) -> None:
     owner = studio.console("owner")
-    expired_path = invite(owner, "late@example.com")
-    cancelled_path = invite(owner, "cancelled@example.com")
-    replaced_path = invite(owner, "twice@example.com")
-    current_path = invite(owner, "twice@example.com")
+    expired_token = invite(owner, "late@example.com")
+    cancelled_token = invite(owner, "cancelled@example.com")
+    replaced_token = invite(owner, "twice@example.com")
+    current_token = invite(owner, "twice@example.com")
 
     begin_write(db.session)
     org = db.session.get(Org, studio.org.id)
@@ -566,15 +587,10 @@ def test_expired_and_cancelled_links_are_refused(studio: Studio) -> None:
     assert len(invitations) == 3  # the second invitation of twice@ replaced the first
 
     visitor = Console(studio.app.test_client())
-    expired = visitor.get(expired_path)
+    expired = open_invitation(visitor.client, expired_token)
     assert expired.status_code == 410 and "expired" in text(expired)
-    posted = visitor.client.post(
-        expired_path,
-        data={
-            "csrf_token": csrf_token(visitor.client, "/admin/login"),
-            "password": "a fine password",
-            "confirm": "a fine password",
-        },
+    posted = join(
+        visitor.client, expired_token, password="a fine password", confirm="a fine password"
     )
     assert posted.status_code == 410
     assert studio.role_of("late@example.com") is None
@@ -582,15 +598,13 @@ def test_expired_and_cancelled_links_are_refused(studio: Studio) -> None:
 
     digest = next(d for d, i in invitations.items() if i["email"] == "cancelled@example.com")
     owner.post(f"/admin/settings/invitations/{digest}/cancel")
-    assert visitor.get(cancelled_path).status_code == 404
-    assert visitor.get(replaced_path).status_code == 404
-    assert visitor.get(current_path).status_code == 200
-    for bogus in (
-        "/admin/invite/nonsense",
-        f"/admin/invite/{studio.org.id}.made-up",
-        "/admin/invite/",
-    ):
-        assert visitor.get(bogus).status_code == 404, bogus
+    assert open_invitation(visitor.client, cancelled_token).status_code == 404
+    assert open_invitation(visitor.client, replaced_token).status_code == 404
+    assert open_invitation(visitor.client, current_token).status_code == 200
+    for bogus in ("nonsense", f"{studio.org.id}.made-up", digest, "x" * 5000):
+        assert open_invitation(visitor.client, bogus).status_code == 404, bogus
+    # The token is never in a path: links of the old form are not invitations.
+    assert visitor.get(f"/admin/invite/{current_token}").status_code == 404
 
 
 def test_members_cannot_be_invited_again(studio: Studio) -> None:

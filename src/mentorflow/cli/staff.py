@@ -1,4 +1,4 @@
-"""``mentorflow staff``: create staff users."""
+"""``mentorflow staff``: create staff users and end their sessions."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import click
 from flask.cli import with_appcontext
 
 from mentorflow.cli.common import fail, org_for_write
+from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.accounts import end_sessions, find_staff
 from mentorflow.tenants.models import Role
 
 
@@ -36,3 +38,17 @@ def staff_create(email: str, org_slug: str, role: str) -> None:
         fail(str(exc))
     db.session.commit()
     click.echo(f"{user.email} is {role} of {org_slug}")
+
+
+@staff.command("sign-out")
+@click.argument("email")
+@with_appcontext
+def staff_sign_out(email: str) -> None:
+    """End every console session of EMAIL (a lost laptop, a leaked cookie)."""
+    begin_write(db.session)
+    user = find_staff(email)
+    if user is None:
+        fail(f"no staff account '{email.strip().lower()}'")
+    end_sessions(user)
+    db.session.commit()
+    click.echo(f"every console session of {user.email} is signed out")

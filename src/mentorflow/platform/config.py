@@ -85,6 +85,9 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["SQLALCHEMY_DATABASE_URI"] = url
     engine_options = config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     engine_options.setdefault("json_serializer", jsonio.dumps)
+    # A database error's message (which the log keeps) names no parameter: they hold
+    # learners' answers and token hashes.
+    engine_options.setdefault("hide_parameters", True)
     if url.startswith("postgresql"):
         # No ping per checkout (a round trip on every request): stale connections are
         # recycled, and a disconnect invalidates the whole pool at its first error.

@@ -203,7 +203,8 @@ def _driver_error(
     """Return the SQLAlchemy error for a driver error, as SQLAlchemy raises for its statements.
 
     Like SQLAlchemy, a lost connection is invalidated along with the pooled ones (the server
-    restarted): one request fails, the next ones get new connections.
+    restarted): one request fails, the next ones get new connections; and the message shows
+    the parameters only if the engine does (``hide_parameters``).
     """
     dialect = connection.dialect
     disconnect = dialect.is_disconnect(exc, connection.connection.dbapi_connection, cursor)
@@ -215,6 +216,7 @@ def _driver_error(
         params,
         exc,
         dialect.loaded_dbapi.Error,
+        hide_parameters=connection.engine.hide_parameters,
         connection_invalidated=disconnect,
         dialect=dialect,
     )

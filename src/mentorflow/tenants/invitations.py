@@ -23,7 +23,17 @@ EXPIRED_INVITATION_KEPT = timedelta(days=30)
 
 # Stored in ``Org.settings["invitations"]`` as ``{hash_secret(token): {email, role, invited_by,
 # expires_at}}``: the raw token is only ever in the one-time link, which is shown to the inviter
-# once and written to the log (no mail is sent), so a leaked database opens no invitation.
+# once (no mail is sent), so a leaked database opens no invitation. Logs name an invitation by
+# its fingerprint only. The token rides after the link's "#", which browsers never send, and
+# is posted in a form body: it sits in no access log either.
+
+#: Characters of an invitation's hash that name it in logs and on the members page.
+FINGERPRINT_LENGTH = 8
+
+
+def fingerprint(digest: str) -> str:
+    """Return the short name of the invitation with hash ``digest``, safe to log."""
+    return digest[:FINGERPRINT_LENGTH]
 
 
 def pending_invitations(org: Org) -> dict[str, dict[str, Any]]:

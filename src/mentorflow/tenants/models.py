@@ -62,6 +62,9 @@ class StaffUser(CreatedAtMixin, db.Model):
     email: Mapped[str] = mapped_column(sa.String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     is_superuser: Mapped[bool] = mapped_column(default=False)
+    #: Console sessions remember the generation they were opened in; bumping it (sign-out,
+    #: a new password) ends every session of this user at its next request.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
 

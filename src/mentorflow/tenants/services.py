@@ -6,7 +6,7 @@ import re
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from werkzeug.security import generate_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from mentorflow.platform.crypto import display_prefix, generate_secret, hash_secret
 from mentorflow.platform.db import utcnow
@@ -160,7 +160,7 @@ def revoke_api_key(org: Org, prefix: str) -> list[ApiKey]:
 
 
 def create_staff(email: str, password: str, org: Org, role: Role) -> StaffUser:
-    """Create a staff user (or reuse one by email) and give them ``role`` in ``org``."""
+    """Create a staff user (or reuse one by email, setting its password), ``role`` in ``org``."""
     email = email.strip().lower()
     if "@" not in email:
         raise TenantError(f"'{email}' is not an email address")
@@ -171,8 +171,11 @@ def create_staff(email: str, password: str, org: Org, role: Role) -> StaffUser:
         user = StaffUser(email=email, password_hash=generate_password_hash(password))
         db.session.add(user)
         db.session.flush()
-    else:
+    elif not check_password_hash(user.password_hash, password):
+        # A new password ends every session opened with the old one (someone who set up the
+        # account before its owner, say, is signed out).
         user.password_hash = generate_password_hash(password)
+        user.session_generation = (user.session_generation or 0) + 1
     membership = db.session.get(Membership, (org.id, user.id))
     if membership is None:
         db.session.add(Membership(org_id=org.id, user_id=user.id, role=role))

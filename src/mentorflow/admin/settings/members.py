@@ -7,25 +7,26 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, render_template, session, url_for
+from flask import abort, flash, redirect, render_template, request, session, url_for
 from flask_admin import BaseView, expose
 from flask_login import current_user, login_user
 from flask_wtf import FlaskForm
-from werkzeug.security import check_password_hash
-from wtforms import EmailField, PasswordField, SelectChoice, SelectField
+from wtforms import EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from mentorflow.admin.access import ConsoleView, requires, seat
-from mentorflow.admin.auth import StaffLogin
+from mentorflow.admin.auth import PENDING_INVITATION, StaffLogin
 from mentorflow.admin.settings.base import lock_org, no_store
 from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.ratelimit import throttle
 from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.accounts import create_invited_staff, find_staff
 from mentorflow.tenants.invitations import (
     accept_invitation,
     find_invitation,
+    fingerprint,
     invite_staff,
     is_expired,
     pending_invitations,
@@ -44,6 +45,8 @@ from mentorflow.tenants.roles import (
 log = logging.getLogger(__name__)
 
 ROLE_CHOICES = [SelectChoice(role.value) for role in ROLES]
+#: Longer than any token ``invite_staff`` makes; anything longer is not one.
+MAX_TOKEN_LENGTH = 200
 
 
 class InvitationForm(FlaskForm):
@@ -70,12 +73,14 @@ class NewStaffForm(FlaskForm):
     )
 
 
-class ExistingStaffForm(FlaskForm):
-    password = PasswordField("Your password", validators=[DataRequired()])
-
-
 class JoinForm(FlaskForm):
-    """Only the CSRF token: the signed-in invitee confirms."""
+    """Only the CSRF token: the invitee, signed in to the invited account, confirms."""
+
+
+class OpenInvitationForm(FlaskForm):
+    token = StringField(
+        "Invitation code", validators=[DataRequired(), Length(max=MAX_TOKEN_LENGTH)]
+    )
 
 
 def _member(user_id: int) -> Membership:
@@ -150,17 +155,19 @@ class MemberPages(ConsoleView):
             db.session.rollback()
             form.email.errors = [str(exc)]
             return self._members_page(form, 422)
-        invitation = pending_invitations(org)[hash_secret(token)]
+        digest = hash_secret(token)
+        invitation = pending_invitations(org)[digest]
         db.session.commit()
-        link = url_for("invite.accept", token=token, _external=True)
+        # The token after "#": browsers never send a fragment, so it sits in no access log.
+        link = f"{url_for('invite.index', _external=True)}#{token}"
         log.info(
-            "invitation to org %s for %s as %s by %s (no email is sent; the inviter "
-            "shares this link): %s",
+            "invitation %s to org %s for %s as %s by %s (no email is sent; the inviter "
+            "shares the link, which is never logged)",
+            fingerprint(digest),
             org.slug,
             invitation["email"],
             invitation["role"],
             actor.user.email,
-            link,
         )
         page = self.render(
             "console/settings/invitation_created.html",
@@ -231,19 +238,32 @@ class MemberPages(ConsoleView):
 
 
 class InvitationView(BaseView):
-    """The page an invitation link opens: no seat needed, the token is the credential."""
+    """The page an invitation link opens: no seat needed, the token is the credential.
+
+    The link is ``/admin/invite/#<token>``; the page's script posts the token (a visitor
+    without scripts pastes it), and every later form carries it in its body. An invitation
+    creates an account only for an email that has none; an existing account accepts only
+    while signed in as itself, through the sign-in page and its throttles.
+    """
 
     def is_visible(self) -> bool:
         return False
 
-    @expose("/")
+    @expose("/", methods=["GET", "POST"])
     def index(self) -> Any:
-        return _invalid_invitation("Open the whole link from your invitation.", 404)
+        if request.method == "POST":
+            token = (request.form.get("token") or "").strip()
+        else:
+            token = session.get(PENDING_INVITATION, "")  # back from signing in
+        if not token:
+            form = OpenInvitationForm(formdata=None)
+            return render_template("console/settings/invite_open.html", form=form)
+        return self._invitation_page(token[:MAX_TOKEN_LENGTH], request.method == "POST")
 
-    @expose("/<token>", methods=["GET", "POST"])
-    def accept(self, token: str) -> Any:
+    def _invitation_page(self, token: str, posted: bool) -> Any:
         found = find_invitation(token)
         if found is None:
+            session.pop(PENDING_INVITATION, None)
             return _invalid_invitation(
                 "This invitation link does not work: it was used already, cancelled, or "
                 "replaced by a newer one. Ask an admin of the organization for a new link.",
@@ -251,25 +271,21 @@ class InvitationView(BaseView):
             )
         org, _, invitation = found
         if is_expired(invitation, utcnow()):
+            session.pop(PENDING_INVITATION, None)
             return _invalid_invitation(
                 f"This invitation to {org.name} expired; ask an admin for a new link.", 410
             )
-        user = db.session.scalars(
-            sa.select(StaffUser).where(StaffUser.email == invitation["email"])
-        ).first()
-        signed_in = (
-            user is not None and current_user.is_authenticated and current_user.staff.id == user.id
-        )
-        form: FlaskForm
-        if signed_in:
-            form = JoinForm()
-        elif user is not None:
-            form = ExistingStaffForm()
-        else:
-            form = NewStaffForm()
+        user = find_staff(invitation["email"])
+        signed_in_as = current_user.staff if current_user.is_authenticated else None
+        form: FlaskForm = NewStaffForm() if user is None else JoinForm()
         status = 200
-        if form.is_submitted():
-            # Throttled like sign-in: the existing-account form checks a password.
+        must_sign_in = user is not None and (signed_in_as is None or signed_in_as.id != user.id)
+        if must_sign_in:
+            # Remembered across signing in, so the invitee comes back to this page.
+            session[PENDING_INVITATION] = token
+            if posted and request.form.get("join"):
+                status = 403
+        elif posted and request.form.get("join"):
             throttle(
                 "10 per minute",
                 "console-join",
@@ -277,20 +293,16 @@ class InvitationView(BaseView):
             )
             status = 422
             if form.validate():
-                if isinstance(form, ExistingStaffForm) and not check_password_hash(
-                    user.password_hash, form.password.data
-                ):
-                    form.password.errors = ["That is not the password of this account."]
-                    status = 401
-                else:
-                    return self._join(token, form, invitation)
+                return self._join(token, form, invitation)
         return render_template(
             "console/settings/invite.html",
             org=org,
             invitation=invitation,
             form=form,
+            token=token,
             existing=user is not None,
-            signed_in=signed_in,
+            must_sign_in=must_sign_in,
+            signed_in_as=signed_in_as,
             expires=datetime.fromisoformat(invitation["expires_at"]),
         ), status
 
@@ -307,21 +319,29 @@ class InvitationView(BaseView):
             db.session.rollback()
             return _invalid_invitation("This invitation link was used already.", 404)
         org, digest, invitation = found
-        user = db.session.scalars(
-            sa.select(StaffUser).where(StaffUser.email == invitation["email"])
-        ).first()
-        if (user is None) != isinstance(form, NewStaffForm):
-            # The account was created or deleted since the form was shown: show it again.
+        user = find_staff(invitation["email"])
+        try:
+            if isinstance(form, NewStaffForm):
+                user = create_invited_staff(invitation["email"], form.password.data)
+            elif user is None or not current_user.is_authenticated:
+                raise tenant_services.TenantError("the account changed since the page was shown")
+            elif current_user.staff.id != user.id:
+                raise tenant_services.TenantError("signed in as another account")
+            member = accept_invitation(org, digest, user)
+            role, org_id, org_name = member.role, org.id, org.name
+            db.session.commit()
+        except (tenant_services.TenantError, sa.exc.IntegrityError):
+            # The account was created (or deleted) since the form was shown: show it again.
             db.session.rollback()
-            return redirect(url_for(".accept", token=token))
-        if user is None:
-            user = tenant_services.create_staff(
-                invitation["email"], form.password.data, org, Role(invitation["role"])
-            )
-        member = accept_invitation(org, digest, user)
-        role, org_id, org_name = member.role, org.id, org.name
-        db.session.commit()
-        log.info("invitation to org %s accepted by %s (%s)", org.slug, user.email, role)
+            session[PENDING_INVITATION] = token
+            return redirect(url_for(".index"))
+        log.info(
+            "invitation %s to org %s accepted by %s (%s)",
+            fingerprint(digest),
+            org.slug,
+            user.email,
+            role,
+        )
         session.clear()
         login_user(StaffLogin(user))
         session["org_id"] = org_id
