@@ -502,6 +502,9 @@ def test_an_invitation_link_makes_a_member_once(
     newcomer = Console(studio.app.test_client())
     landing = newcomer.get("/admin/invite/")
     assert landing.status_code == 200 and 'id="open-invitation"' in text(landing)
+    script = re.search(r'<script src="([^"]+)"', text(landing)).group(1)
+    with newcomer.get(script) as served:
+        assert "location.hash" in served.get_data(as_text=True)
     page = open_invitation(newcomer.client, token)
     assert page.status_code == 200 and "Join Studio A" in text(page)
 

@@ -156,3 +156,31 @@ def test_a_viewer_cannot_publish(live_server, new_page, screenshot):
         return response.status;
     }""")
     assert status == 403
+
+
+def test_an_invitation_link_keeps_its_token_out_of_the_server_logs(
+    live_server, new_page, screenshot
+):
+    owner = new_page()
+    sign_in(owner, live_server, "mentor@demo.example", demo_password(live_server))
+    owner.goto(live_server.url("/admin/settings/members"))
+    owner.get_by_label("Email").fill("invited.mentor@demo.example")
+    owner.get_by_role("button", name="Create invitation link").click()
+    link = owner.locator("#invitation-link").inner_text().strip()
+    base, _, token = link.partition("#")
+    assert base == live_server.url("/admin/invite/") and len(token) > 30
+
+    invitee = new_page()
+    invitee.goto(link)  # the page's script posts the token from after the "#"
+    expect(invitee.get_by_role("heading", name=re.compile("^Join "))).to_be_visible()
+    assert "#" not in invitee.url
+    invitee.get_by_label("Choose a password").fill("invitee password 1")
+    invitee.get_by_label("Repeat the password").fill("invitee password 1")
+    screenshot(invitee, "invitation")
+    invitee.get_by_role("button", name=re.compile("^Join ")).click()
+    expect(invitee).to_have_url(re.compile(r"/admin/$"))
+    expect(invitee.get_by_text("Your role is mentor")).to_be_visible()
+
+    logged = (live_server.instance / "server.log").read_text()
+    assert "/admin/invite/" in logged  # the access log saw the pages, not the token
+    assert token not in logged
