@@ -273,3 +273,15 @@ def test_database_errors_name_no_parameters(ctx: Flask, orgs) -> None:
         )
     db.session.rollback()
     assert secret not in str(driver_error.value)
+
+
+def test_postgresql_refusing_a_value_does_not_log_it(ctx: Flask, orgs) -> None:
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite stores NUL characters")
+    secret = "learner-answer-\x00-7d1e"
+    begin_write(db.session)
+    db.session.add(StaffUser(email="nul@b.example", password_hash=secret))
+    with pytest.raises(sa.exc.DataError) as refused:
+        db.session.flush()
+    db.session.rollback()
+    assert "learner-answer-" not in str(refused.value)
