@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mentorflow.platform import config as config_module
 from mentorflow.platform.db import install_sqlite_behaviour
@@ -49,6 +50,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_blueprints(app)
     _register_health(app)
     _init_worker(app)
+    if app.config["TRUSTED_PROXIES"]:
+        # The client's address (and scheme) as the trusted proxies saw it; off by default,
+        # since anyone can send an X-Forwarded-For header.
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app
 
 
