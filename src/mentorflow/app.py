@@ -51,10 +51,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_health(app)
     _init_worker(app)
     if app.config["TRUSTED_PROXIES"]:
-        # The client's address (and scheme) as the trusted proxies saw it; off by default,
-        # since anyone can send an X-Forwarded-For header.
-        hops = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+        # The client's address as the trusted proxies saw it; off by default, since anyone
+        # can send an X-Forwarded-For header.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
     return app
 
 

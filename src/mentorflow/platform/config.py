@@ -50,7 +50,7 @@ DEFAULTS: dict[str, Any] = {
     # Where rate-limit counters live, shared by every process: empty means the broker's Redis
     # when the broker is Redis, else the database; redis://... or memory:// (one process).
     "RATE_LIMIT_STORAGE_URL": "",
-    # Proxies in front of the app whose X-Forwarded-For/-Proto to trust; 0 trusts none.
+    # Proxies in front of the app whose X-Forwarded-For entries to trust; 0 trusts none.
     "TRUSTED_PROXIES": 0,
     # gunicorn settings used by `mentorflow serve`.
     "WEB_CONCURRENCY": 4,

@@ -211,7 +211,7 @@ def storage_url(config: Any) -> str:
     if configured:
         return configured
     broker = str(config.get("BROKER_URL") or "")
-    if broker.startswith(("redis://", "rediss://", "redis+unix://")):
+    if broker.startswith(("redis://", "rediss://")):
         return broker
     return DATABASE_STORAGE_URL
 
