@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from mentorflow.platform import config as config_module
 from mentorflow.platform.db import install_sqlite_behaviour
@@ -49,6 +50,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_blueprints(app)
     _register_health(app)
     _init_worker(app)
+    if app.config["TRUSTED_PROXIES"]:
+        # The client's address as the trusted proxies saw it; off by default, since anyone
+        # can send an X-Forwarded-For header.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"])
     return app
 
 

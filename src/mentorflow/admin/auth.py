@@ -24,7 +24,7 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
-from mentorflow.platform.ratelimit import throttle
+from mentorflow.platform.ratelimit import LimiterUnavailable, throttle, throttle_sign_in
 from mentorflow.tenants.accounts import (
     MIN_PASSWORD_LENGTH,
     authenticate_staff,
@@ -111,11 +111,12 @@ def _safe_next(target: str | None) -> str:
 def login() -> Any:
     """Sign a staff member in."""
     if request.method == "POST":
-        throttle(
-            "10 per minute",
-            "console-login",
-            "Too many sign-in attempts; wait a minute and try again.",
-        )
+        try:
+            throttle_sign_in(request.form.get("email", ""))
+        except LimiterUnavailable:
+            # Fail closed: no password is checked while attempts can't be counted.
+            flash("Sign-in is unavailable right now; try again in a few minutes.", "danger")
+            return render_template("console/login.html", form=LoginForm()), 503
     form = LoginForm()
     status = 200
     if form.validate_on_submit():

@@ -10,6 +10,7 @@ from flask.cli import with_appcontext
 
 from mentorflow.cli.server import run_gunicorn
 from mentorflow.cli.supervisor import run_up
+from mentorflow.platform.ratelimit import refuse_per_process_storage
 
 
 @click.command("serve")
@@ -18,12 +19,12 @@ from mentorflow.cli.supervisor import run_up
 @with_appcontext
 def serve(host: str, port: int) -> None:
     """Serve the API and console with gunicorn."""
-    run_gunicorn(
-        host,
-        port,
-        workers=int(current_app.config["WEB_CONCURRENCY"]),
-        timeout=int(current_app.config["WEB_TIMEOUT"]),
-    )
+    workers = int(current_app.config["WEB_CONCURRENCY"])
+    try:
+        refuse_per_process_storage(current_app.config, workers)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_gunicorn(host, port, workers=workers, timeout=int(current_app.config["WEB_TIMEOUT"]))
 
 
 @click.command("worker")

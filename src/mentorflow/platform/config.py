@@ -42,10 +42,16 @@ DEFAULTS: dict[str, Any] = {
     # Largest request body the learner API reads (JSON), and the console (flow documents).
     "API_MAX_BODY_BYTES": 256 * 1024,
     "CONSOLE_MAX_BODY_BYTES": 4 * 1024 * 1024,
-    # Requests per client address to the learner API; "" disables the limit.
+    # Requests per client address to the learner API; "" disables every limit and throttle.
     "RATE_LIMIT": "1200 per minute",
-    # Where rate-limit counters live: memory:// (one process) or redis://... (shared).
-    "RATE_LIMIT_STORAGE_URL": "memory://",
+    # Console sign-in attempts per client address, and per account (email) from any address.
+    "SIGN_IN_LIMIT": "10 per minute",
+    "SIGN_IN_ACCOUNT_LIMIT": "20 per hour",
+    # Where rate-limit counters live, shared by every process: empty means the broker's Redis
+    # when the broker is Redis, else the database; redis://... or memory:// (one process).
+    "RATE_LIMIT_STORAGE_URL": "",
+    # Proxies in front of the app whose X-Forwarded-For entries to trust; 0 trusts none.
+    "TRUSTED_PROXIES": 0,
     # gunicorn settings used by `mentorflow serve`.
     "WEB_CONCURRENCY": 4,
     "WEB_TIMEOUT": 30,
@@ -110,6 +116,20 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["SESSION_COOKIE_SAMESITE"] = "Lax"
     config["SESSION_COOKIE_SECURE"] = bool(config.get("SECURE_COOKIES"))
     config["SINKS"] = _as_list(config["SINKS"])
+    config["TRUSTED_PROXIES"] = _proxy_count(config["TRUSTED_PROXIES"])
+
+
+def _proxy_count(value: Any) -> int:
+    # A count, not a list of addresses: each trusted proxy appends one X-Forwarded-For entry.
+    try:
+        count = int(value or 0)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0:
+        raise ValueError(
+            f"MENTORFLOW_TRUSTED_PROXIES must be a number of proxies (0 or more), not {value!r}"
+        )
+    return count
 
 
 def _as_list(value: Any) -> list[str]:
