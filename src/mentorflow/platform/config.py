@@ -57,7 +57,17 @@ DEFAULTS: dict[str, Any] = {
     "POSTHOG_HOST": "https://us.i.posthog.com",
     "SUPERMEMORY_API_KEY": "",
     "SUPERMEMORY_BASE_URL": "https://api.supermemory.ai",
+    # Seconds an export's files are kept before the beat's hourly purge deletes them.
+    "EXPORT_RETENTION": 7 * 24 * 3600,
+    # Seconds a learner's session token keeps working after its session completes or is
+    # abandoned.
+    "SESSION_TOKEN_LIFETIME": 30 * 24 * 3600,
+    # "production", "development", or "auto": production unless the database is SQLite.
+    "ENVIRONMENT": "auto",
 }
+
+#: The shortest ``MENTORFLOW_SECRET_KEY`` `mentorflow serve` accepts in production.
+MIN_SECRET_KEY_BYTES = 32
 
 
 def default_instance_path() -> Path:
