@@ -8,8 +8,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from mentorflow.cli.common import fail
 from mentorflow.cli.server import run_gunicorn
 from mentorflow.cli.supervisor import run_up
+from mentorflow.platform.config import secret_key_problem
 
 
 @click.command("serve")
@@ -18,6 +20,9 @@ from mentorflow.cli.supervisor import run_up
 @with_appcontext
 def serve(host: str, port: int) -> None:
     """Serve the API and console with gunicorn."""
+    problem = secret_key_problem(current_app.config)
+    if problem:
+        fail(problem)
     run_gunicorn(
         host,
         port,
