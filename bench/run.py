@@ -107,7 +107,7 @@ class Installation:
             **os.environ,
             "MENTORFLOW_DATABASE_URL": database_url,
             "MENTORFLOW_INSTANCE_PATH": str(instance),
-            "MENTORFLOW_SECRET_KEY": "bench-secret",
+            "MENTORFLOW_SECRET_KEY": "bench-secret-key-of-at-least-32-bytes",
             "MENTORFLOW_BROKER_URL": REDIS_URL,
             "MENTORFLOW_POSTHOG_API_KEY": "phc_bench",
             "MENTORFLOW_POSTHOG_HOST": sink_url,

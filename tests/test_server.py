@@ -72,6 +72,7 @@ def server_env(backend, tmp_path):
     }
     if backend == "postgresql":
         env["MENTORFLOW_DATABASE_URL"] = recreate_postgres_database(POSTGRES_URL + "_server")
+        env["MENTORFLOW_SECRET_KEY"] = "server-test-secret-key-of-32-bytes-or-more"
     else:
         env.pop("MENTORFLOW_DATABASE_URL", None)
     env["PORT"] = str(free_port())

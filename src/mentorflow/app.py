@@ -31,7 +31,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.from_mapping(config)
     app.config["INSTANCE_PATH"] = str(instance_path)
-    instance_path.mkdir(parents=True, exist_ok=True)
+    # Owner-only when new: it holds the SQLite database, exports and the generated secret.
+    instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     config_module.finalize(app.config, instance_path)
     logging.basicConfig(
         level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"

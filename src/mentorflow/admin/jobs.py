@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, request, send_file
+from flask import abort, current_app, flash, redirect, request, send_file
 from flask_admin import expose
 
 from mentorflow.admin.access import for_org, requires, seat
 from mentorflow.admin.learners import PAGE_SIZE, LearnerView, org_flows, requested_page
 from mentorflow.flows.analytics import sessions_per_flow
-from mentorflow.flows.export import create_export
+from mentorflow.flows.export import RAW_SUFFIX, create_export
 from mentorflow.flows.models import Flow
 from mentorflow.jobs.models import Job, JobStatus
-from mentorflow.jobs.runner import job_file
+from mentorflow.jobs.runner import file_expires_at, job_file
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Role
@@ -22,6 +22,8 @@ from mentorflow.worker import tasks
 
 #: The job page reloads itself this often (seconds) until the job has finished.
 JOB_REFRESH_SECONDS = 2
+#: ``?format=`` of a download: the CSV, or the JSON-lines file of the answers as stored.
+DOWNLOADS = {"csv": (None, "text/csv"), "jsonl": (RAW_SUFFIX, "application/jsonl")}
 
 
 class JobsView(LearnerView):
@@ -85,25 +87,33 @@ class JobsView(LearnerView):
             running=running,
             refresh=JOB_REFRESH_SECONDS if running else None,
             downloadable=_downloadable(job),
+            raw_downloadable=_downloadable(job, RAW_SUFFIX),
+            expires_at=file_expires_at(job, int(current_app.config["EXPORT_RETENTION"])),
         )
 
     @expose("/<int:job_id>/download")
     @requires(Role.MENTOR)
     def download(self, job_id: int) -> Any:
         job = for_org(Job, job_id)
-        if not _downloadable(job):
+        if request.args.get("format", "csv") not in DOWNLOADS:
+            abort(404)
+        suffix, mimetype = DOWNLOADS[request.args.get("format", "csv")]
+        path = job_file(job, suffix)
+        if job.status == JobStatus.COMPLETED and path is not None and not path.is_file():
+            abort(410, description=f"The file of job {job.id} has been deleted; export again.")
+        if not _downloadable(job, suffix):
             abort(409, description=f"Job {job.id} is {job.status}; it has no file to download.")
         org = seat().org
         return send_file(
-            job_file(job),
-            mimetype="text/csv",
+            path,
+            mimetype=mimetype,
             as_attachment=True,
-            download_name=f"{org.slug}-{job.params.get('flow', 'export')}-{job.id}.csv",
+            download_name=f"{org.slug}-{job.params.get('flow', 'export')}-{job.id}{path.suffix}",
         )
 
 
-def _downloadable(job: Job) -> bool:
-    path = job_file(job)
+def _downloadable(job: Job, suffix: str | None = None) -> bool:
+    path = job_file(job, suffix)
     return job.status == JobStatus.COMPLETED and path is not None and path.is_file()
 
 

@@ -8,8 +8,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from mentorflow.cli.common import fail
 from mentorflow.cli.server import run_gunicorn
 from mentorflow.cli.supervisor import run_up
+from mentorflow.platform.config import secret_key_problem
 from mentorflow.platform.ratelimit import refuse_per_process_storage
 
 
@@ -19,11 +21,14 @@ from mentorflow.platform.ratelimit import refuse_per_process_storage
 @with_appcontext
 def serve(host: str, port: int) -> None:
     """Serve the API and console with gunicorn."""
+    problem = secret_key_problem(current_app.config)
+    if problem:
+        fail(problem)
     workers = int(current_app.config["WEB_CONCURRENCY"])
     try:
         refuse_per_process_storage(current_app.config, workers)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+        fail(str(exc))
     run_gunicorn(host, port, workers=workers, timeout=int(current_app.config["WEB_TIMEOUT"]))
 
 

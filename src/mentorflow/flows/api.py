@@ -71,7 +71,12 @@ def _load_session(
         else:
             session = learner_sessions.find_session(current_org.id, session_id)
     if credential.kind == CredentialKind.SESSION:
-        check_session_token(credential, session.token_hash if session else None, current_org.id)
+        check_session_token(
+            credential,
+            session.token_hash if session else None,
+            current_org.id,
+            closed_at=learner_sessions.closed_at(session) if session else None,
+        )
     if session is None:
         abort(404, message=f"No session '{session_id}'.")
     return session

@@ -1,7 +1,13 @@
-"""CSV export of a flow's sessions and answers: a background job kind."""
+"""CSV export of a flow's sessions and answers: a background job kind.
+
+Each export leaves two files: the CSV, safe to open in a spreadsheet (a text cell that a
+spreadsheet would run as a formula is prefixed with ``'``), and beside it a JSON-lines file
+with the same sessions and their answers exactly as stored.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from typing import Any
@@ -13,6 +19,7 @@ from mentorflow.flows.models import Flow, FlowVersion, LearnerSession
 from mentorflow.jobs import runner
 from mentorflow.jobs.models import Job
 from mentorflow.platform.extensions import db
+from mentorflow.platform.files import make_private_dir, open_private
 from mentorflow.tenants.models import Org
 
 EXPORT_SESSIONS = "export_sessions"
@@ -30,6 +37,9 @@ SESSION_COLUMNS = [
     "completed_at",
 ]
 PROGRESS_EVERY = 200
+RAW_SUFFIX = ".jsonl"
+#: A text cell starting with one of these is a formula to a spreadsheet (OWASP's list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def create_export(org: Org, flow_slug: str, *, by: str | None = None) -> Job:
@@ -58,18 +68,47 @@ def answer_columns(flow_id: int) -> list[str]:
     return list(keys)
 
 
+def neutralize(text: str) -> str:
+    """Return ``text`` as a spreadsheet shows it without running it: ``'`` before a formula."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value
+    if isinstance(value, int | float):
+        # A number's text is digits, sign, point and exponent: "-3" is minus three to a
+        # spreadsheet, never a formula, so numeric answers stay numbers.
+        return value
+    if isinstance(value, dict | list):
+        value = json.dumps(value, ensure_ascii=False)
+    return neutralize(str(value))
+
+
+def _session_fields(session: LearnerSession, numbers: dict[int, int]) -> dict[str, Any]:
+    return {
+        "session_id": session.id,
+        "flow_version": numbers.get(session.flow_version_id),
+        "status": str(session.status),
+        "current_step_id": session.current_step_id,
+        "name": session.name,
+        "email": session.email,
+        "phone": session.phone,
+        "external_user_id": session.external_user_id,
+        "created_at": session.created_at.isoformat(),
+        "updated_at": session.updated_at.isoformat(),
+        "completed_at": session.completed_at.isoformat() if session.completed_at else None,
+    }
 
 
 def export_sessions(job: Job, report: runner.Progress) -> dict[str, Any]:
-    """Write a CSV with one row per session and one column per answer key, across versions."""
+    """Write a CSV with one row per session and one column per answer key, across versions.
+
+    Beside it, a JSON-lines file holds each session with its answers as stored. Both are
+    written to partial files and renamed when complete; a failure removes them.
+    """
     flow_id = job.params["flow_id"]
     columns = answer_columns(flow_id)
     base = sa.select(LearnerSession).where(
@@ -82,44 +121,52 @@ def export_sessions(job: Job, report: runner.Progress) -> dict[str, Any]:
         ).all()
     )
     path = runner.job_file(job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
+    raw_path = runner.job_file(job, RAW_SUFFIX)
+    make_private_dir(path.parent)
+    partials = [runner.partial_file(path), runner.partial_file(raw_path)]
     rows = 0
-    with partial.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(SESSION_COLUMNS + columns)
-        stream = db.session.scalars(
-            base.order_by(LearnerSession.created_at, LearnerSession.id).execution_options(
-                yield_per=500
+    try:
+        with (
+            open_private(partials[0], "w", newline="", encoding="utf-8") as handle,
+            open_private(partials[1], "w", encoding="utf-8") as raw,
+        ):
+            writer = csv.writer(handle)
+            writer.writerow([neutralize(name) for name in SESSION_COLUMNS + columns])
+            stream = db.session.scalars(
+                base.order_by(LearnerSession.created_at, LearnerSession.id).execution_options(
+                    yield_per=500
+                )
             )
-        )
-        for session in stream:
-            writer.writerow(
-                [
-                    session.id,
-                    numbers.get(session.flow_version_id),
-                    str(session.status),
-                    session.current_step_id,
-                    session.name,
-                    session.email,
-                    session.phone,
-                    session.external_user_id,
-                    session.created_at.isoformat(),
-                    session.updated_at.isoformat(),
-                    session.completed_at.isoformat() if session.completed_at else None,
-                ]
-                + [_cell(session.answers.get(key)) for key in columns]
-            )
-            rows += 1
-            if rows % PROGRESS_EVERY == 0:
-                report(rows, total)
-    partial.replace(path)
+            # Closed on failure too: PostgreSQL streams the rows through a server-side cursor.
+            with contextlib.closing(stream):
+                for session in stream:
+                    fields = _session_fields(session, numbers)
+                    writer.writerow(
+                        [_cell(value) for value in fields.values()]
+                        + [_cell(session.answers.get(key)) for key in columns]
+                    )
+                    raw.write(json.dumps({**fields, "answers": session.answers}) + "\n")
+                    rows += 1
+                    if rows % PROGRESS_EVERY == 0:
+                        report(rows, total)
+        partials[1].replace(raw_path)
+        partials[0].replace(path)
+    except Exception as exc:
+        for leftover in (*partials, raw_path, path):
+            leftover.unlink(missing_ok=True)
+        raise runner.JobError(
+            f"The export stopped after {rows} of {total} sessions "
+            f"({type(exc).__name__}: {exc}); no file was kept."
+        ) from exc
     return {
         "rows": rows,
         "columns": SESSION_COLUMNS + columns,
         "file": path.name,
+        "raw_file": raw_path.name,
         "flow": job.params.get("flow"),
     }
 
 
-EXPORT_JOB = runner.JobKind(EXPORT_SESSIONS, export_sessions, file_suffix=".csv")
+EXPORT_JOB = runner.JobKind(
+    EXPORT_SESSIONS, export_sessions, file_suffix=".csv", extra_suffixes=(RAW_SUFFIX,)
+)

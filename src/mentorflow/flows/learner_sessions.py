@@ -23,7 +23,7 @@ from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import EventType, WriteTransaction, connection_for, emit_event
-from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX
+from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX, session_token_expired
 from mentorflow.tenants.models import Org
 
 SESSION_ID_RE = r"^[0-9a-f]{32}$"
@@ -111,13 +111,28 @@ _SESSION_COLUMNS = [
 
 
 def session_token_owner(token_hash: str) -> tuple[str, int] | None:
-    """Return (session id, org id) of the session a token opens, if any."""
+    """Return (session id, org id) of the session a token opens, if any (and not expired)."""
     row = db.session.execute(
-        sa.select(LearnerSession.id, LearnerSession.org_id).where(
-            LearnerSession.token_hash == token_hash
-        )
+        sa.select(
+            LearnerSession.id,
+            LearnerSession.org_id,
+            LearnerSession.status,
+            LearnerSession.completed_at,
+            LearnerSession.updated_at,
+        ).where(LearnerSession.token_hash == token_hash)
     ).first()
-    return None if row is None else (row.id, row.org_id)
+    if row is None or session_token_expired(closed_at(row)):
+        return None
+    return (row.id, row.org_id)
+
+
+def closed_at(session: Any) -> datetime | None:
+    """Return when a session completed or was abandoned; None while it is active."""
+    if session.status == SessionStatus.COMPLETED:
+        return session.completed_at or session.updated_at
+    if session.status == SessionStatus.ABANDONED:
+        return session.updated_at  # the sweep stamps it when it abandons the session
+    return None
 
 
 @dataclass

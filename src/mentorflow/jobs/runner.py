@@ -7,9 +7,10 @@ What a job does is its kind's business: each kind (an export, a legacy import) i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ from mentorflow.tenants.models import Org
 log = logging.getLogger(__name__)
 
 _KINDS = "mentorflow.job_kinds"
+#: A job's file while it is being written.
+PARTIAL_SUFFIX = ".partial"
+#: A partial file untouched this long is a dead worker's: the purge deletes it.
+PARTIAL_ABANDONED_SECONDS = 3600
 
 #: Reports ``(done, total)`` while a job runs.
 Progress = Callable[[int, int], None]
@@ -37,6 +42,13 @@ class JobKind:
     run: Callable[[Job, Progress], dict[str, Any]]
     #: The suffix of the file a completed job leaves for download (see :func:`job_file`).
     file_suffix: str | None = None
+    #: Suffixes of the other files it leaves beside that one (a raw copy, say).
+    extra_suffixes: tuple[str, ...] = ()
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """Every suffix of the files a completed job of this kind leaves."""
+        return (self.file_suffix, *self.extra_suffixes) if self.file_suffix else ()
 
 
 def register_job_kinds(app: Flask, *kinds: JobKind) -> None:
@@ -93,6 +105,8 @@ def run_job(job_id: int) -> None:
         result = kind.run(job, _progress_reporter(job_id))
     except Exception as exc:
         db.session.rollback()
+        # A failed job leaves nothing to download, not even half a file of personal data.
+        _remove_files(job)
         log.exception("job %s (%s, org %s) failed", job_id, job.kind, job.org_id)
         _finish(
             job_id,
@@ -129,17 +143,69 @@ def _progress_reporter(job_id: int) -> Progress:
     return report
 
 
-def job_file(job: Job) -> Path | None:
-    """Return where a job of a file-leaving kind keeps its file in the instance folder."""
+def job_file(job: Job, suffix: str | None = None) -> Path | None:
+    """Return where a job of a file-leaving kind keeps its file (or the one with ``suffix``)."""
     kind = job_kind(job.kind)
     if kind is None or kind.file_suffix is None:
         return None
-    return (
-        Path(current_app.instance_path)
-        / "exports"
-        / str(job.org_id)
-        / f"job-{job.id}{kind.file_suffix}"
-    )
+    suffix = suffix or kind.file_suffix
+    if suffix not in kind.suffixes:
+        return None
+    return exports_folder() / str(job.org_id) / f"job-{job.id}{suffix}"
+
+
+def job_files(job: Job) -> list[Path]:
+    """Return every file a job of its kind leaves when it completes."""
+    kind = job_kind(job.kind)
+    paths = [job_file(job, suffix) for suffix in (kind.suffixes if kind else ())]
+    return [path for path in paths if path is not None]
+
+
+def exports_folder() -> Path:
+    """Return the instance folder's home of job files, one subfolder per org."""
+    return Path(current_app.instance_path) / "exports"
+
+
+def partial_file(path: Path) -> Path:
+    """Return where ``path`` is written until it is complete (never offered for download)."""
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def _remove_files(job: Job) -> None:
+    for path in job_files(job):
+        for candidate in (path, partial_file(path)):
+            candidate.unlink(missing_ok=True)
+
+
+def purge_expired_files(retention_seconds: int, *, now: float | None = None) -> int:
+    """Delete job files written more than ``retention_seconds`` ago; return how many."""
+    folder = exports_folder()
+    if not folder.is_dir():
+        return 0
+    now = time.time() if now is None else now
+    removed = 0
+    for path in folder.glob("*/job-*"):
+        limit = retention_seconds
+        if path.name.endswith(PARTIAL_SUFFIX):
+            # A partial file its writer left untouched for an hour belongs to a dead worker.
+            limit = min(limit, PARTIAL_ABANDONED_SECONDS)
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age > limit:
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("deleted %d job files past their %d s retention", removed, retention_seconds)
+    return removed
+
+
+def file_expires_at(job: Job, retention_seconds: int) -> datetime | None:
+    """Return when a completed job's files are deleted (see :func:`purge_expired_files`)."""
+    if job.completed_at is None:
+        return None
+    return job.completed_at + timedelta(seconds=retention_seconds)
 
 
 def stale_pending_job_ids(older_than_seconds: int = 60) -> list[int]:

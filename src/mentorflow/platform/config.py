@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mentorflow.platform import jsonio
+from mentorflow.platform.files import make_private_dir, open_private, touch_private
 
 #: Every setting an operator may change, with its default. The README documents each one.
 DEFAULTS: dict[str, Any] = {
@@ -63,7 +64,18 @@ DEFAULTS: dict[str, Any] = {
     "POSTHOG_HOST": "https://us.i.posthog.com",
     "SUPERMEMORY_API_KEY": "",
     "SUPERMEMORY_BASE_URL": "https://api.supermemory.ai",
+    # Seconds an export's files are kept before the beat's hourly purge deletes them.
+    "EXPORT_RETENTION": 7 * 24 * 3600,
+    # Seconds a learner's session token keeps working after its session completes or is
+    # abandoned.
+    "SESSION_TOKEN_LIFETIME": 30 * 24 * 3600,
+    # "production", "development", or "auto": production unless the database is SQLite.
+    "ENVIRONMENT": "auto",
 }
+
+#: The shortest ``MENTORFLOW_SECRET_KEY`` `mentorflow serve` accepts in production.
+MIN_SECRET_KEY_BYTES = 32
+ENVIRONMENTS = ("auto", "production", "development")
 
 
 def default_instance_path() -> Path:
@@ -84,6 +96,7 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     if not config.get("DATABASE_URL"):
         config["DATABASE_URL"] = f"sqlite:///{instance_path / 'mentorflow.db'}"
     url = str(config["DATABASE_URL"])
+    _create_sqlite_file(url)
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -107,6 +120,7 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
         config.setdefault("BROKER_FOLDER", str(instance_path / "broker"))
     if not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = _instance_secret(instance_path)
+        config["SECRET_KEY_GENERATED"] = True
     config.setdefault("API_TITLE", "mentorflow learner API")
     config.setdefault("API_VERSION", "v1")
     config.setdefault("OPENAPI_VERSION", "3.1.0")
@@ -132,10 +146,57 @@ def _proxy_count(value: Any) -> int:
     return count
 
 
+def is_production(config: Any) -> bool:
+    """Return whether ``config`` runs in production: ``ENVIRONMENT``, else a non-SQLite database.
+
+    ``make run``'s embedded demo is on SQLite; a server database means real learners.
+    """
+    setting = str(config.get("ENVIRONMENT") or "auto").strip().lower()
+    if setting not in ENVIRONMENTS:
+        raise ValueError(
+            f"MENTORFLOW_ENVIRONMENT is '{setting}'; expected one of {', '.join(ENVIRONMENTS)}"
+        )
+    if setting != "auto":
+        return setting == "production"
+    return not str(config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite")
+
+
+def secret_key_problem(config: Any) -> str | None:
+    """Return why the web server must not start with ``config``'s secret key, if it must not."""
+    try:
+        production = is_production(config)
+    except ValueError as exc:
+        return str(exc)
+    if not production:
+        return None
+    if config.get("SECRET_KEY_GENERATED"):
+        return (
+            "refusing to serve in production without MENTORFLOW_SECRET_KEY: set it to a random "
+            f"value of at least {MIN_SECRET_KEY_BYTES} bytes, the same for every process "
+            '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
+        )
+    if len(str(config.get("SECRET_KEY", "")).encode()) < MIN_SECRET_KEY_BYTES:
+        return (
+            f"refusing to serve in production: MENTORFLOW_SECRET_KEY is shorter than "
+            f"{MIN_SECRET_KEY_BYTES} bytes; set a random value of at least that length"
+        )
+    return None
+
+
 def _as_list(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return [str(v) for v in value]
     return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _create_sqlite_file(url: str) -> None:
+    # SQLite would create the file with the process's umask (often world-readable); its
+    # journal and WAL files copy the database file's mode.
+    if not url.startswith("sqlite:///"):
+        return
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    if path and path != ":memory:" and Path(path).parent.is_dir():
+        touch_private(Path(path))
 
 
 def _instance_secret(instance_path: Path) -> str:
@@ -144,8 +205,8 @@ def _instance_secret(instance_path: Path) -> str:
     path = instance_path / "secret_key"
     if path.is_file():
         return path.read_text().strip()
-    instance_path.mkdir(parents=True, exist_ok=True)
+    make_private_dir(instance_path)
     key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
+    with open_private(path) as handle:
+        handle.write(key)
     return key

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import Flask, Response, after_this_request, current_app, g, request
@@ -119,11 +119,32 @@ def token_owner(token_hash: str) -> tuple[str, int] | None:
     return current_app.extensions[_TOKEN_OWNER](token_hash)
 
 
+def session_token_expired(closed_at: datetime | None) -> bool:
+    """Return whether the token of a session closed at ``closed_at`` has outlived its lifetime.
+
+    A token works while its session is open, and ``MENTORFLOW_SESSION_TOKEN_LIFETIME`` seconds
+    after the session completed or was abandoned.
+    """
+    if closed_at is None:
+        return False
+    if closed_at.tzinfo is None:
+        closed_at = closed_at.replace(tzinfo=UTC)
+    lifetime = timedelta(seconds=int(current_app.config["SESSION_TOKEN_LIFETIME"]))
+    return utcnow() - closed_at > lifetime
+
+
 def check_session_token(
-    credential: Credential, session_token_hash: str | None, org_id: int
+    credential: Credential,
+    session_token_hash: str | None,
+    org_id: int,
+    *,
+    closed_at: datetime | None = None,
 ) -> None:
-    """Accept a session token only for its own session: 401 if unknown, 404 if another's."""
+    """Accept a session token only for its own session: 401 if unknown or expired, 404 if
+    another's. ``closed_at``: when the session completed or was abandoned, if it did."""
     if credential.token_hash == session_token_hash:
+        if session_token_expired(closed_at):
+            _unauthorized("The session token is not valid.")
         return
     owner = token_owner(credential.token_hash or "")
     if owner is None:

@@ -69,6 +69,12 @@ def prune_idempotency_keys() -> int:
     return count
 
 
+@shared_task(name="mentorflow.worker.tasks.purge_expired_exports")
+def purge_expired_exports() -> int:
+    """Delete export files older than ``MENTORFLOW_EXPORT_RETENTION``."""
+    return jobs.purge_expired_files(int(current_app.config["EXPORT_RETENTION"]))
+
+
 @shared_task(name="mentorflow.worker.tasks.run_job")
 def run_job(job_id: int) -> None:
     """Run a background job (export, import) and record its outcome on the job row."""
