@@ -55,6 +55,7 @@ class _Failure:
     status: int
     remaining: int | None
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,11 +69,18 @@ class Recorder:
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def fail(
-        self, path_prefix: str, status: int, *, times: int | None = None, body: Any = None
+        self,
+        path_prefix: str,
+        status: int,
+        *,
+        times: int | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """Answer requests under ``path_prefix`` with ``status``, ``times`` times or forever."""
+        """Answer requests under ``path_prefix`` with ``status``, ``times`` times or forever
+        (``body`` and ``headers`` replace the usual error body, e.g. a redirect's Location)."""
         with self._lock:
-            self._failures.append(_Failure(path_prefix, status, times, body))
+            self._failures.append(_Failure(path_prefix, status, times, body, dict(headers or {})))
 
     def refuse_documents(self, ids: set[str], error: str) -> None:
         """Answer these documents of batch calls with ``status: error`` (the call itself is 200)."""
@@ -238,6 +246,7 @@ def _handler_for(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(headers.get("content-length") or 0))
             body = _decode_body(raw, headers)
             failure = recorder._scripted_failure(split.path)
+            extra_headers = failure.headers if failure is not None else {}
             if failure is not None:
                 status = failure.status
                 answer = (
@@ -262,6 +271,8 @@ def _handler_for(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            for name, value in extra_headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
 

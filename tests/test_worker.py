@@ -117,6 +117,8 @@ class Stack:
             "DELIVERY_BACKOFF_MAX_SECONDS": 2,
             "DELIVERY_LEASE_SECONDS": 3,
             "SWEEP_INTERVAL_SECONDS": 1,
+            # The recorder listens on 127.0.0.1.
+            "ALLOW_PRIVATE_SINKS": True,
         }
         self.app = make_app(database_url, tmp_path, **settings)
         self.env = {

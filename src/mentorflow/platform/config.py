@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_CONCURRENCY": 8,
     # Seconds a sink call may take before it counts as a failed (retryable) attempt.
     "SINK_TIMEOUT": 10,
+    # Let sinks reach loopback and private addresses (development, tests); off in production.
+    "ALLOW_PRIVATE_SINKS": False,
     # How often the beat re-enqueues due deliveries (a lost wake-up waits at most this long).
     "SWEEP_INTERVAL_SECONDS": 15,
     # Fernet key for per-org integration credentials; empty derives one from SECRET_KEY.

@@ -5,21 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import supermemory
 
 from mentorflow.delivery.sinks.base import (
-    DEFAULT_TIMEOUT,
     DeliveryFailed,
     OutboundEvent,
     RequestFor,
     SinkType,
+    answered,
     as_utc,
     outcome_of,
     register,
-    retryable_status,
     shared_client,
-    shorten,
+    unanswered,
 )
+from mentorflow.platform.outbound import PUBLIC_ONLY, OutboundPolicy, OutboundRefused, httpx_client
 
 DEFAULT_SUPERMEMORY_BASE_URL = "https://api.supermemory.ai"
 
@@ -87,16 +88,13 @@ class MemorySink:
         api_key: str,
         base_url: str = DEFAULT_SUPERMEMORY_BASE_URL,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        policy: OutboundPolicy = PUBLIC_ONLY,
     ) -> None:
         self.base_url = base_url
-        self._client = shared_client(
-            ("memory", api_key, base_url, timeout),
-            # max_retries=0: the outbox's backoff retries, and counts the attempts.
-            lambda: supermemory.Supermemory(
-                api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
-            ),
-            close=lambda client: client.close(),
+        self._client, _ = shared_client(
+            ("memory", api_key, base_url, policy),
+            lambda: _memory_client(api_key, base_url, policy),
+            close=lambda pair: pair[1].close(),
         )
 
     def deliver(self, event: OutboundEvent) -> None:
@@ -107,7 +105,7 @@ class MemorySink:
         namespace = document.pop("namespace")
         try:
             self._client.add(namespace, **document)
-        except supermemory.SupermemoryError as exc:
+        except (supermemory.SupermemoryError, OutboundRefused) as exc:
             raise self._failure(exc) from exc
 
     def batch_key(self, event: OutboundEvent) -> str:
@@ -143,7 +141,7 @@ class MemorySink:
             result = self._client.documents.batch_add(
                 namespace, documents=[document for _, document in chunk]
             )
-        except supermemory.SupermemoryError as exc:
+        except (supermemory.SupermemoryError, OutboundRefused) as exc:
             failure = self._failure(exc)
             if not failure.retryable:
                 # Refused for good: find the documents at fault one by one.
@@ -156,31 +154,40 @@ class MemorySink:
             if item is None:
                 outcomes.append(DeliveryFailed("Supermemory returned no result for the document."))
             elif item.status in ("error", "failed"):
-                reason = shorten(" ".join(filter(None, [item.error, item.details])) or "failed")
-                outcomes.append(DeliveryFailed(f"Supermemory refused the document: {reason}"))
+                # Its error text comes from the host: not shown, like any reply's body.
+                outcomes.append(DeliveryFailed("Supermemory refused the document (status error)."))
             else:
                 outcomes.append(None)
         return outcomes
 
     def _failure(self, exc: Exception) -> DeliveryFailed:
         if isinstance(exc, supermemory.APIStatusError):
-            return DeliveryFailed(
-                f"Supermemory answered {exc.status_code}: {shorten(exc.body)}",
-                # The official client's own retry rule: 408, 409, 429 and 5xx are transient.
-                retryable=retryable_status(exc.status_code, also=(408, 409, 429)),
-            )
-        if isinstance(exc, supermemory.APIConnectionError):
-            # The compat error says only "Connection error."; httpx's cause says what failed.
-            reason = shorten(str(exc.__cause__ or exc))
-            return DeliveryFailed(f"Supermemory at {self.base_url} is unreachable: {reason}")
-        return DeliveryFailed(f"Supermemory call failed: {shorten(str(exc))}")
+            # The official client's own retry rule: 408, 409, 429 and 5xx are transient.
+            return answered("Supermemory", exc.status_code, also_retryable=(408, 409, 429))
+        if isinstance(exc, supermemory.APIConnectionError | OutboundRefused):
+            return unanswered("Supermemory", self.base_url, exc)
+        return DeliveryFailed(f"The Supermemory call failed ({type(exc).__name__}).")
 
     def close(self) -> None:
         """Release the sink; its client is shared per process (see :func:`close_clients`)."""
 
 
-def _connect(api_key: str, base_url: str, own: Mapping[str, Any], timeout: float) -> MemorySink:
-    return MemorySink(api_key, base_url, timeout=timeout)
+def _memory_client(
+    api_key: str, base_url: str, policy: OutboundPolicy
+) -> tuple[supermemory.Supermemory, httpx.Client]:
+    # max_retries=0: the outbox's backoff retries, and counts the attempts. The HTTP client
+    # is the outbound guard's; the Supermemory client does not close one it was given.
+    http = httpx_client(policy)
+    client = supermemory.Supermemory(
+        api_key=api_key, base_url=base_url, max_retries=0, timeout=policy.timeout, http_client=http
+    )
+    return client, http
+
+
+def _connect(
+    api_key: str, base_url: str, own: Mapping[str, Any], policy: OutboundPolicy
+) -> MemorySink:
+    return MemorySink(api_key, base_url, policy=policy)
 
 
 def _dry_run(own: Mapping[str, Any]) -> RequestFor:

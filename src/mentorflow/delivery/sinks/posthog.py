@@ -12,18 +12,23 @@ from posthog.request import APIError as PostHogAPIError
 from posthog.request import batch_post as posthog_batch_post
 
 from mentorflow.delivery.sinks.base import (
-    DEFAULT_TIMEOUT,
     DeliveryFailed,
     OutboundEvent,
     RequestFor,
     SinkType,
+    answered,
     as_utc,
     outcome_of,
     raise_first,
     register,
-    retryable_status,
     shared_client,
-    shorten,
+    unanswered,
+)
+from mentorflow.platform.outbound import (
+    PUBLIC_ONLY,
+    OutboundPolicy,
+    OutboundRefused,
+    requests_session,
 )
 
 DEFAULT_POSTHOG_HOST = "https://us.i.posthog.com"
@@ -71,16 +76,22 @@ class PostHogSink:
         host: str = DEFAULT_POSTHOG_HOST,
         *,
         send_answers: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
+        policy: OutboundPolicy = PUBLIC_ONLY,
     ) -> None:
         self.api_key = api_key
         self.host = host
-        self.timeout = timeout
+        self.policy = policy
         self.send_answers = send_answers
         self._builder = shared_client(
             ("posthog", api_key, host),
             lambda: _PostHogMessages(api_key, host),
             close=lambda builder: builder.client.shutdown(),
+        )
+        # Every call goes through the outbound guard's session, never posthog's own.
+        self._session = shared_client(
+            ("posthog-session", policy.allow_private),
+            lambda: requests_session(policy),
+            close=lambda session: session.close(),
         )
 
     def deliver(self, event: OutboundEvent) -> None:
@@ -98,20 +109,22 @@ class PostHogSink:
             for event in events
         ]
         try:
-            posthog_batch_post(self.api_key, self.host, timeout=self.timeout, batch=messages)
+            posthog_batch_post(
+                self.api_key,
+                self.host,
+                timeout=self.policy.timeout,
+                batch=messages,
+                session=self._session,
+            )
         except PostHogAPIError as exc:
             status = int(exc.status) if str(exc.status).isdigit() else 0
-            failure = DeliveryFailed(
-                f"PostHog answered {exc.status}: {shorten(exc.message)}",
-                retryable=retryable_status(status, also=(408, 429)),
-            )
+            failure = answered("PostHog", status, also_retryable=(408, 429))
             if not failure.retryable and len(events) > 1:
                 # Refused for good: find the events at fault one by one, deliver the others.
                 return [outcome_of(self.deliver, event) for event in events]
             return [failure] * len(events)
-        except requests.RequestException as exc:
-            failure = DeliveryFailed(f"PostHog at {self.host} is unreachable: {shorten(str(exc))}")
-            return [failure] * len(events)
+        except (requests.RequestException, OutboundRefused) as exc:
+            return [unanswered("PostHog", self.host, exc)] * len(events)
         return [None] * len(events)
 
     def close(self) -> None:
@@ -150,9 +163,11 @@ class _PostHogMessages:
         return self._kept.message
 
 
-def _connect(api_key: str, host: str, own: Mapping[str, Any], timeout: float) -> PostHogSink:
+def _connect(
+    api_key: str, host: str, own: Mapping[str, Any], policy: OutboundPolicy
+) -> PostHogSink:
     return PostHogSink(
-        api_key, host, send_answers=bool(own.get("send_answers", False)), timeout=timeout
+        api_key, host, send_answers=bool(own.get("send_answers", False)), policy=policy
     )
 
 
