@@ -42,6 +42,8 @@ class RecordedRequest:
     raw_body: bytes
     body: Any
     status: int
+    #: When the request arrived (wall clock, comparable with an event's commit time).
+    received_at: float = field(default_factory=time.time)
 
     @property
     def accepted(self) -> bool:
@@ -297,6 +299,60 @@ def start_recorder() -> tuple[Recorder, RecordingServer]:
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="recorder", daemon=True
     ).start()
     return recorder, server
+
+
+class Dripper:
+    """A host that takes every request and answers one byte every ``interval`` seconds,
+    forever: a per-read timeout never trips on it, only a total deadline ends the call."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.url = ""
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        dripper = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with dripper._lock:
+                    dripper.requests += 1
+                reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                reply += b"Content-Length: 1000000\r\n\r\n" + b" " * 1000000
+                for byte in reply:
+                    if dripper._stopped.wait(dripper.interval):
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:  # the client hung up: the deadline did its work
+                        return
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture(name="dripper")
+def dripper_fixture() -> Iterator[Dripper]:
+    """Yield a running dripping host (a byte every 0.5 s); stop it after the test."""
+    dripper = Dripper(0.5)
+    server = RecordingServer(("127.0.0.1", 0), dripper.handler())
+    host, port = server.server_address[:2]
+    dripper.url = f"http://{host}:{port}"
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="dripper", daemon=True
+    ).start()
+    try:
+        yield dripper
+    finally:
+        dripper._stopped.set()
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(name="recorder")

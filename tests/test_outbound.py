@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from mentorflow.platform.outbound import (
     check_url,
     vetted_addresses,
 )
-from recorder import Recorder
+from recorder import Dripper, Recorder
 
 PUBLIC_ONLY = OutboundPolicy(timeout=2)
 LOCAL = OutboundPolicy(timeout=2, allow_private=True)
@@ -168,3 +170,30 @@ def test_a_failure_carries_the_status_never_the_reply(recorder: Recorder) -> Non
             sink.deliver(make_event())
         assert "answered 400 (the request was refused)." in failed.value.message
         assert "hunter2" not in failed.value.message
+
+
+@pytest.mark.parametrize(
+    "make_sink",
+    [
+        lambda url, policy: PostHogSink("phc_x", url, policy=policy),
+        lambda url, policy: MemorySink("sm_x", url, policy=policy),
+    ],
+    ids=["posthog", "memory"],
+)
+def test_a_host_dripping_its_reply_is_cut_at_the_deadline(dripper: Dripper, make_sink: Any):
+    # A byte every 0.5 s never trips the 1.5 s read timeout; the total deadline ends the call.
+    sink = make_sink(dripper.url, OutboundPolicy(timeout=1.5, allow_private=True))
+    events = [make_event(seq) for seq in (1, 2)]
+    result: dict[str, Any] = {}
+    call = threading.Thread(
+        target=lambda: result.update(outcomes=sink.deliver_batch(events)), daemon=True
+    )
+    started = time.monotonic()
+    call.start()
+    call.join(10)
+    assert not call.is_alive(), "the dripping host held the call for 10 s"
+    assert time.monotonic() - started < 4
+    for failure in result["outcomes"]:
+        assert failure is not None and failure.retryable
+        assert "did not finish within the deadline" in failure.message
+    assert dripper.requests == 1

@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_BATCH_SIZE": 100,
     # Sink calls one worker process makes side by side.
     "DELIVERY_CONCURRENCY": 8,
+    # Of those, the most one org may have at once (always fewer than all of them).
+    "DELIVERY_ORG_CONCURRENCY": 2,
     # Seconds a sink call may take before it counts as a failed (retryable) attempt.
     "SINK_TIMEOUT": 10,
     # Let sinks reach loopback and private addresses (development, tests); off in production.

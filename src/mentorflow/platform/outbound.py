@@ -3,17 +3,22 @@
 An org admin picks the URL its events go to, so a call must not reach inside the platform's
 network. The guard resolves the host itself when a connection opens (not only when the URL
 is saved: DNS can change in between), connects only to an address it has checked, never
-follows a redirect, and lets callers carry nothing of a refusal but a fixed reason. The
+follows a redirect, and lets callers carry nothing of a refusal but a fixed reason. Inside
+:func:`deadline`, a call also ends at a total deadline however slowly the host drips its
+reply: the connections it opened are shut down when the deadline passes. The
 official clients keep doing the HTTP: ``requests`` (PostHog) through :func:`requests_session`,
 ``httpx`` (Supermemory) through :func:`httpx_client`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -176,6 +181,105 @@ def check_url(url: str, *, allow_private: bool = False) -> None:
         return
 
 
+class Deadline:
+    """The total deadline of one call: every connection it opens is cut when it passes.
+
+    A per-read timeout does not bound a call: a host that sends a byte every few seconds
+    never trips it. So the guard keeps a duplicate of each socket the call opens, and a
+    timer shuts them all down at the deadline; the blocked read returns at once, whatever
+    the client library (TLS included: the duplicate shares the connection). When the call
+    ends, its connections are shut down too, so none is reused by a later call that its own
+    deadline could not cut.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        """Return the seconds left; raise TimeoutError once none are."""
+        left = self.ends - time.monotonic()
+        if left <= 0 or self.expired:
+            raise TimeoutError(f"the call's deadline of {self.seconds} s has passed")
+        return left
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Cut ``sock`` at the deadline (and when the call ends)."""
+        with self._lock:
+            self._sockets.append(sock.dup())
+            if self.expired:
+                _cut(self._sockets[-1])
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _cut(sock)
+
+    def _close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                _cut(sock)
+                sock.close()
+            self._sockets.clear()
+
+
+def _cut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_current_deadline: ContextVar[Deadline | None] = ContextVar("outbound_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[Deadline]:
+    """Bound every outbound call made in this block to ``seconds`` in total.
+
+    A block inside another keeps the outer deadline: a sink that retries events one by one
+    inside its batch call stays within the batch's deadline.
+    """
+    outer = _current_deadline.get()
+    if outer is not None:
+        yield outer
+        return
+    call = Deadline(seconds)
+    token = _current_deadline.set(call)
+    call._timer.start()
+    try:
+        yield call
+    finally:
+        _current_deadline.reset(token)
+        call._close()
+
+
+def deadline_passed() -> bool:
+    """Return whether the deadline of the current block has passed."""
+    call = _current_deadline.get()
+    return call is not None and call.expired
+
+
+def _bounded(timeout: float | None) -> float | None:
+    # A connection's own timeouts never reach past the call's deadline.
+    call = _current_deadline.get()
+    if call is None:
+        return timeout
+    left = call.remaining()
+    return left if timeout is None else min(timeout, left)
+
+
+def _adopt(sock: socket.socket) -> None:
+    call = _current_deadline.get()
+    if call is not None:
+        call.adopt(sock)
+
+
 def is_redirect(status: int) -> bool:
     """Return whether ``status`` asks the caller to go elsewhere."""
     return 300 <= status < 400
@@ -191,6 +295,7 @@ class _GuardedConnectionMixin:
         conn: Any = self
         timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
         try:
+            timeout = _bounded(timeout)
             addresses = vetted_addresses(
                 conn._dns_host, conn.port, timeout, allow_private=self.allow_private
             )
@@ -201,7 +306,7 @@ class _GuardedConnectionMixin:
         error: OSError | None = None
         for _, address in addresses:
             try:
-                return urllib3_connection.create_connection(
+                sock = urllib3_connection.create_connection(
                     (address, conn.port),
                     timeout if timeout is not None else socket.getdefaulttimeout(),
                     source_address=conn.source_address,
@@ -211,6 +316,9 @@ class _GuardedConnectionMixin:
                 raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out.") from exc
             except OSError as exc:
                 error = exc
+            else:
+                _adopt(sock)
+                return sock
         raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
 
 
@@ -286,6 +394,7 @@ class _GuardedBackend(httpcore.SyncBackend):
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         try:
+            timeout = _bounded(timeout)
             addresses = vetted_addresses(host, port, timeout, allow_private=self.allow_private)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
@@ -294,11 +403,14 @@ class _GuardedBackend(httpcore.SyncBackend):
         error: Exception | None = None
         for _, address in addresses:
             try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
             except httpcore.ConnectTimeout:
                 raise
             except httpcore.ConnectError as exc:
                 error = exc
+            else:
+                _adopt(stream.get_extra_info("socket"))
+                return stream
         raise httpcore.ConnectError(str(error))
 
 

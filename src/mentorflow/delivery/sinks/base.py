@@ -15,7 +15,7 @@ import httpx
 import requests
 
 from mentorflow.platform.crypto import decrypt_secret
-from mentorflow.platform.outbound import OutboundPolicy, OutboundRefused
+from mentorflow.platform.outbound import OutboundPolicy, OutboundRefused, deadline_passed
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -219,6 +219,10 @@ def answered(label: str, status: int, *, also_retryable: tuple[int, ...]) -> Del
 
 def unanswered(label: str, url: str, exc: BaseException) -> DeliveryFailed:
     """Return the failure for a call that got no usable reply, with a fixed reason."""
+    if deadline_passed():
+        return DeliveryFailed(
+            f"{label} at {url} did not finish within the deadline (MENTORFLOW_SINK_TIMEOUT)."
+        )
     for cause in causes(exc):
         if isinstance(cause, OutboundRefused):
             # A refused address or a redirect: trying again cannot help until the URL changes.

@@ -20,7 +20,13 @@ from mentorflow.delivery.sinks.base import (
     shared_client,
     unanswered,
 )
-from mentorflow.platform.outbound import PUBLIC_ONLY, OutboundPolicy, OutboundRefused, httpx_client
+from mentorflow.platform.outbound import (
+    PUBLIC_ONLY,
+    OutboundPolicy,
+    OutboundRefused,
+    deadline,
+    httpx_client,
+)
 
 DEFAULT_SUPERMEMORY_BASE_URL = "https://api.supermemory.ai"
 
@@ -91,6 +97,7 @@ class MemorySink:
         policy: OutboundPolicy = PUBLIC_ONLY,
     ) -> None:
         self.base_url = base_url
+        self.policy = policy
         self._client, _ = shared_client(
             ("memory", api_key, base_url, policy),
             lambda: _memory_client(api_key, base_url, policy),
@@ -103,17 +110,23 @@ class MemorySink:
         if document is None:
             return
         namespace = document.pop("namespace")
-        try:
-            self._client.add(namespace, **document)
-        except (supermemory.SupermemoryError, OutboundRefused) as exc:
-            raise self._failure(exc) from exc
+        with deadline(self.policy.timeout):
+            try:
+                self._client.add(namespace, **document)
+            except (supermemory.SupermemoryError, OutboundRefused) as exc:
+                raise self._failure(exc) from exc
 
     def batch_key(self, event: OutboundEvent) -> str:
         """One ``batch_add`` call writes to one namespace: the session's memory container."""
         return str(event.payload.get("memory_container") or "")
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
-        """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace."""
+        """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace,
+        all within one deadline."""
+        with deadline(self.policy.timeout):
+            return self._add_documents(events)
+
+    def _add_documents(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
         outcomes: list[DeliveryFailed | None] = [None] * len(events)
         by_namespace: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for index, event in enumerate(events):

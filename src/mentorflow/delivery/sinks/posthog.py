@@ -28,6 +28,7 @@ from mentorflow.platform.outbound import (
     PUBLIC_ONLY,
     OutboundPolicy,
     OutboundRefused,
+    deadline,
     requests_session,
 )
 
@@ -103,7 +104,12 @@ class PostHogSink:
         return ""
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
-        """Capture ``events`` in one batch request (PostHog dedupes on each event's uuid)."""
+        """Capture ``events`` in one batch request (PostHog dedupes on each event's uuid),
+        all within one deadline."""
+        with deadline(self.policy.timeout):
+            return self._capture_batch(events)
+
+    def _capture_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
         messages = [
             self._builder.message(**posthog_capture(event, send_answers=self.send_answers))
             for event in events
