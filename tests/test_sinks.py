@@ -534,3 +534,29 @@ def test_the_memory_sink_knows_the_same_answerless_step_types_as_the_documents()
     from mentorflow.flows.document import NO_ANSWER_TYPES
 
     assert NO_ANSWER_STEP_TYPES == NO_ANSWER_TYPES
+
+
+def test_memory_batch_sends_the_others_when_one_event_cannot_be_sent(recorder: Recorder):
+    # An unpaired surrogate can't be encoded as UTF-8: that event fails alone, for good.
+    events = [make_event(seq=1), make_event(seq=2, answer="half \ud800 a pair"), make_event(seq=3)]
+    outcomes = MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver_batch(events)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[1] is not None and not outcomes[1].retryable
+    assert "can't be sent to Supermemory (UnicodeEncodeError)" in str(outcomes[1])
+    assert sorted(d["id"] for d in recorder.memory_documents()) == [
+        f"{SESSION_ID}-1",
+        f"{SESSION_ID}-3",
+    ]
+
+
+def test_posthog_batch_sends_the_others_when_one_event_cannot_be_built(recorder: Recorder):
+    broken = make_event(seq=2)
+    del broken.payload["distinct_id"]
+    events = [make_event(seq=1), broken, make_event(seq=3)]
+    outcomes = PostHogSink("phc_platform", recorder.url, policy=LOCAL).deliver_batch(events)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[1] is not None and not outcomes[1].retryable
+    assert "can't be sent to PostHog (KeyError)" in str(outcomes[1])
+    assert sorted(e["uuid"] for e in recorder.posthog_events()) == sorted(
+        str(e.id) for e in (events[0], events[2])
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import traceback
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from mentorflow.delivery.dispatch import Call, Dispatcher
 from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, Sink, build_sink
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbound import deadline
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
 from mentorflow.tenants.models import Org
 
@@ -178,16 +180,33 @@ def group_claims(
     return list(groups.values()), failed
 
 
-def _sink_call(sink: Sink, claims: list[Claim]) -> Any:
-    return lambda: _call_sink(sink, claims)
+def _sink_call(sink: Sink, claims: list[Claim], seconds: float) -> Any:
+    def call() -> list[Outcome]:
+        # One deadline for the call, the one-by-one retries after a crash included.
+        with deadline(seconds):
+            return _call_sink(sink, claims)
+
+    return call
 
 
 def _call_sink(sink: Sink, claims: list[Claim]) -> list[Outcome]:
     try:
         failures = sink.deliver_batch([claim.event for claim in claims])
-    except Exception as exc:  # a bug in a sink must not stop the batch
-        log.exception("sink %s crashed on a batch of %d events", sink.name, len(claims))
-        return [(claim, f"{type(exc).__name__}: {exc}", True) for claim in claims]
+    except Exception as exc:  # a bug in a sink must not fail the other events
+        # The exception's text may quote a reply: its type and where it was raised only.
+        where = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "sink %s crashed (%s) on %d events of org %s\n%s",
+            sink.name,
+            type(exc).__name__,
+            len(claims),
+            claims[0].event.org,
+            where,
+        )
+        if len(claims) > 1:
+            # Each event alone: only those at fault fail.
+            return [outcome for claim in claims for outcome in _call_sink(sink, [claim])]
+        return [(claims[0], f"The {sink.name} sink failed ({type(exc).__name__}).", True)]
     return [
         (claim, None, True) if failure is None else (claim, str(failure), failure.retryable)
         for claim, failure in zip(claims, failures, strict=True)
@@ -290,6 +309,7 @@ def deliver_due(
     size = batch_size or int(config["DELIVERY_BATCH_SIZE"])
     lease = float(config["DELIVERY_LEASE_SECONDS"])
     max_attempts = int(config["DELIVERY_MAX_ATTEMPTS"])
+    call_deadline = float(config["SINK_TIMEOUT"])
     stop_claiming_at = time.monotonic() + (budget_seconds if budget_seconds is not None else lease)
     total = BatchResult()
     sinks = SinkCache()
@@ -322,7 +342,12 @@ def deliver_due(
                     total.add(record_outcomes(failed, max_attempts, config))
                 for sink, group in groups:
                     dispatcher.add(
-                        Call(group[0].org_id, _sink_call(sink, group), group, queued_at=now)
+                        Call(
+                            group[0].org_id,
+                            _sink_call(sink, group, call_deadline),
+                            group,
+                            queued_at=now,
+                        )
                     )
             stale = dispatcher.start_ready(worth_starting)
             if stale:

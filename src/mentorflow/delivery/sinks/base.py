@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import threading
@@ -238,6 +239,21 @@ def unanswered(label: str, url: str, exc: BaseException) -> DeliveryFailed:
     if any(isinstance(cause, _TLS_FAILURES) for cause in causes(exc)):
         return DeliveryFailed(f"{label} at {url} failed the TLS handshake.")
     return DeliveryFailed(f"{label} at {url} is unreachable (the connection failed).")
+
+
+def unsendable(label: str, exc: Exception) -> DeliveryFailed:
+    """Return the failure of an event its sink can't make a request of (its data is at
+    fault, e.g. an unpaired surrogate): it fails alone and for good; its batch goes on."""
+    return DeliveryFailed(
+        f"The event can't be sent to {label} ({type(exc).__name__}); the others of its "
+        "batch were sent without it.",
+        retryable=False,
+    )
+
+
+def check_encodable(body: Any) -> None:
+    """Raise ValueError unless ``body`` can go out as UTF-8 JSON."""
+    json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:

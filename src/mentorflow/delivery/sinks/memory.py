@@ -15,10 +15,12 @@ from mentorflow.delivery.sinks.base import (
     SinkType,
     answered,
     as_utc,
+    check_encodable,
     outcome_of,
     register,
     shared_client,
     unanswered,
+    unsendable,
 )
 from mentorflow.platform.outbound import (
     PUBLIC_ONLY,
@@ -106,7 +108,7 @@ class MemorySink:
 
     def deliver(self, event: OutboundEvent) -> None:
         """Upsert the step's document; return at once for events that make none."""
-        document = memory_document(event)
+        document = _prepared(event)
         if document is None:
             return
         namespace = document.pop("namespace")
@@ -130,7 +132,11 @@ class MemorySink:
         outcomes: list[DeliveryFailed | None] = [None] * len(events)
         by_namespace: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for index, event in enumerate(events):
-            document = memory_document(event)
+            try:
+                document = _prepared(event)
+            except DeliveryFailed as failure:  # this event alone: the others go on
+                outcomes[index] = failure
+                continue
             if document is not None:
                 by_namespace.setdefault(document.pop("namespace"), []).append((index, document))
         for namespace, documents in by_namespace.items():
@@ -183,6 +189,17 @@ class MemorySink:
 
     def close(self) -> None:
         """Release the sink; its client is shared per process (see :func:`close_clients`)."""
+
+
+def _prepared(event: OutboundEvent) -> dict[str, Any] | None:
+    # An event whose document can't be made or sent fails here, before any call, alone.
+    try:
+        document = memory_document(event)
+        if document is not None:
+            check_encodable(document)
+    except Exception as exc:
+        raise unsendable("Supermemory", exc) from exc
+    return document
 
 
 def _memory_client(

@@ -18,11 +18,13 @@ from mentorflow.delivery.sinks.base import (
     SinkType,
     answered,
     as_utc,
+    check_encodable,
     outcome_of,
     raise_first,
     register,
     shared_client,
     unanswered,
+    unsendable,
 )
 from mentorflow.platform.outbound import (
     PUBLIC_ONLY,
@@ -110,10 +112,33 @@ class PostHogSink:
             return self._capture_batch(events)
 
     def _capture_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
-        messages = [
-            self._builder.message(**posthog_capture(event, send_answers=self.send_answers))
-            for event in events
-        ]
+        outcomes: list[DeliveryFailed | None] = [None] * len(events)
+        messages: list[tuple[int, dict[str, Any]]] = []
+        for index, event in enumerate(events):
+            # An event that can't be made into a message fails alone; the others are sent.
+            try:
+                message = self._builder.message(
+                    **posthog_capture(event, send_answers=self.send_answers)
+                )
+                check_encodable(message)
+            except DeliveryFailed as failure:
+                outcomes[index] = failure
+                continue
+            except Exception as exc:
+                outcomes[index] = unsendable("PostHog", exc)
+                continue
+            messages.append((index, message))
+        if messages:
+            sent = self._post(
+                [message for _, message in messages], [events[index] for index, _ in messages]
+            )
+            for (index, _), outcome in zip(messages, sent, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _post(
+        self, messages: list[dict[str, Any]], events: list[OutboundEvent]
+    ) -> list[DeliveryFailed | None]:
         try:
             posthog_batch_post(
                 self.api_key,
