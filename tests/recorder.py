@@ -42,6 +42,8 @@ class RecordedRequest:
     raw_body: bytes
     body: Any
     status: int
+    #: When the request arrived (wall clock, comparable with an event's commit time).
+    received_at: float = field(default_factory=time.time)
 
     @property
     def accepted(self) -> bool:
@@ -55,6 +57,7 @@ class _Failure:
     status: int
     remaining: int | None
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,11 +71,18 @@ class Recorder:
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def fail(
-        self, path_prefix: str, status: int, *, times: int | None = None, body: Any = None
+        self,
+        path_prefix: str,
+        status: int,
+        *,
+        times: int | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """Answer requests under ``path_prefix`` with ``status``, ``times`` times or forever."""
+        """Answer requests under ``path_prefix`` with ``status``, ``times`` times or forever
+        (``body`` and ``headers`` replace the usual error body, e.g. a redirect's Location)."""
         with self._lock:
-            self._failures.append(_Failure(path_prefix, status, times, body))
+            self._failures.append(_Failure(path_prefix, status, times, body, dict(headers or {})))
 
     def refuse_documents(self, ids: set[str], error: str) -> None:
         """Answer these documents of batch calls with ``status: error`` (the call itself is 200)."""
@@ -238,6 +248,7 @@ def _handler_for(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(headers.get("content-length") or 0))
             body = _decode_body(raw, headers)
             failure = recorder._scripted_failure(split.path)
+            extra_headers = failure.headers if failure is not None else {}
             if failure is not None:
                 status = failure.status
                 answer = (
@@ -262,6 +273,8 @@ def _handler_for(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            for name, value in extra_headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
 
@@ -286,6 +299,60 @@ def start_recorder() -> tuple[Recorder, RecordingServer]:
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="recorder", daemon=True
     ).start()
     return recorder, server
+
+
+class Dripper:
+    """A host that takes every request and answers one byte every ``interval`` seconds,
+    forever: a per-read timeout never trips on it, only a total deadline ends the call."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.url = ""
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        dripper = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with dripper._lock:
+                    dripper.requests += 1
+                reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                reply += b"Content-Length: 1000000\r\n\r\n" + b" " * 1000000
+                for byte in reply:
+                    if dripper._stopped.wait(dripper.interval):
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:  # the client hung up: the deadline did its work
+                        return
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture(name="dripper")
+def dripper_fixture() -> Iterator[Dripper]:
+    """Yield a running dripping host (a byte every 0.5 s); stop it after the test."""
+    dripper = Dripper(0.5)
+    server = RecordingServer(("127.0.0.1", 0), dripper.handler())
+    host, port = server.server_address[:2]
+    dripper.url = f"http://{host}:{port}"
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="dripper", daemon=True
+    ).start()
+    try:
+        yield dripper
+    finally:
+        dripper._stopped.set()
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(name="recorder")

@@ -626,6 +626,12 @@ def test_members_cannot_be_invited_again(studio: Studio) -> None:
 # Integrations.
 
 
+@pytest.fixture
+def local_sinks(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the sinks reach the recorder, which listens on 127.0.0.1."""
+    monkeypatch.setitem(studio.app.config, "ALLOW_PRIVATE_SINKS", True)
+
+
 def configure(console: Console, sink: str, **fields: str) -> Any:
     return console.post(f"/admin/settings/integrations/{sink}", fields)
 
@@ -684,7 +690,9 @@ def test_bad_integration_settings_are_refused(studio: Studio) -> None:
     assert "integrations" not in studio.settings()
 
 
-def test_posthog_test_event_reaches_posthog(studio: Studio, recorder: Recorder) -> None:
+def test_posthog_test_event_reaches_posthog(
+    studio: Studio, recorder: Recorder, local_sinks: None
+) -> None:
     console = studio.console("admin")
     configure(console, "posthog", api_key="phc_org_key", url=recorder.url)
 
@@ -700,7 +708,9 @@ def test_posthog_test_event_reaches_posthog(studio: Studio, recorder: Recorder) 
     assert request.body["api_key"] == "phc_org_key"
 
 
-def test_posthog_test_event_failure_is_shown(studio: Studio, recorder: Recorder) -> None:
+def test_posthog_test_event_failure_is_shown(
+    studio: Studio, recorder: Recorder, local_sinks: None
+) -> None:
     console = studio.console("admin")
     configure(console, "posthog", api_key="phc_org_key", url=recorder.url)
     recorder.fail("/batch/", 500)
@@ -709,7 +719,9 @@ def test_posthog_test_event_failure_is_shown(studio: Studio, recorder: Recorder)
     assert recorder.posthog_events() == []
 
 
-def test_supermemory_test_event_writes_a_document(studio: Studio, recorder: Recorder) -> None:
+def test_supermemory_test_event_writes_a_document(
+    studio: Studio, recorder: Recorder, local_sinks: None
+) -> None:
     console = studio.console("owner")
     configure(console, "memory", api_key="sm_org_key", url=recorder.url)
 
@@ -722,13 +734,92 @@ def test_supermemory_test_event_writes_a_document(studio: Studio, recorder: Reco
     assert document["id"] in text(sent)
 
 
-def test_supermemory_test_event_failure_is_shown(studio: Studio, recorder: Recorder) -> None:
+def test_supermemory_test_event_failure_is_shown(
+    studio: Studio, recorder: Recorder, local_sinks: None
+) -> None:
     console = studio.console("admin")
     configure(console, "memory", api_key="sm_org_key", url=recorder.url)
     recorder.fail("/ns/", 401)
     failed = console.post("/admin/settings/integrations/memory/test", follow_redirects=True)
     assert "The Supermemory test event was not delivered: Supermemory answered 401" in text(failed)
     assert recorder.memory_documents() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://0x7f000001",
+        "http://2130706433:6379",
+        "http://[::1]:5432",
+        "http://localhost:9200",
+        "http://10.0.0.5",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:169.254.169.254]",
+        "http://[fd00:ec2::254]",
+    ],
+)
+def test_an_integration_url_inside_the_network_is_refused_on_save(studio: Studio, url: str) -> None:
+    refused = configure(studio.console("admin"), "posthog", api_key="phc_x", url=url)
+    assert refused.status_code == 422
+    assert "This URL can't receive events: its address is" in text(refused)
+    assert "integrations" not in studio.settings()
+
+
+def test_a_metadata_url_is_refused_even_where_private_sinks_are_allowed(
+    studio: Studio, local_sinks: None
+) -> None:
+    refused = configure(
+        studio.console("admin"), "memory", api_key="sm_x", url="http://169.254.169.254"
+    )
+    assert refused.status_code == 422
+    assert "its address is a cloud metadata service" in text(refused)
+
+
+def test_the_test_event_checks_the_address_when_it_connects(
+    studio: Studio, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Saved while allowed (as a name that resolved outside then, before its DNS changed):
+    # the guard checks the address again at every connection.
+    console = studio.console("admin")
+    monkeypatch.setitem(studio.app.config, "ALLOW_PRIVATE_SINKS", True)
+    assert configure(console, "posthog", api_key="phc_x", url=recorder.url).status_code == 302
+    assert configure(console, "memory", api_key="sm_x", url=recorder.url).status_code == 302
+    monkeypatch.setitem(studio.app.config, "ALLOW_PRIVATE_SINKS", False)
+
+    for sink, label in (("posthog", "PostHog"), ("memory", "Supermemory")):
+        sent = console.post(f"/admin/settings/integrations/{sink}/test", follow_redirects=True)
+        assert (
+            f"The {label} test event was not delivered: {label} at {recorder.url} was not "
+            "called: its address is not a public one"
+        ) in text(sent)
+    assert recorder.requests == []
+
+
+@pytest.mark.parametrize(("sink", "path"), [("posthog", "/batch/"), ("memory", "/ns/")])
+def test_the_test_event_never_shows_what_the_host_answered(
+    studio: Studio, recorder: Recorder, local_sinks: None, sink: str, path: str
+) -> None:
+    console = studio.console("admin")
+    configure(console, sink, api_key="key_x", url=recorder.url)
+    secret = "root:x:0:0:root:/root:/bin/bash"
+    recorder.fail(path, 500, body={"detail": secret, "error": secret, "details": secret})
+    failed = text(console.post(f"/admin/settings/integrations/{sink}/test", follow_redirects=True))
+    assert "answered 500 (a server error)" in failed
+    assert secret not in failed
+
+
+@pytest.mark.parametrize(("sink", "path"), [("posthog", "/batch/"), ("memory", "/ns/")])
+def test_the_test_event_does_not_follow_a_redirect(
+    studio: Studio, recorder: Recorder, local_sinks: None, sink: str, path: str
+) -> None:
+    console = studio.console("admin")
+    configure(console, sink, api_key="key_x", url=recorder.url)
+    recorder.fail(path, 302, headers={"Location": f"{recorder.url}/internal/admin"})
+    failed = text(console.post(f"/admin/settings/integrations/{sink}/test", follow_redirects=True))
+    assert "answered 302: it answered with a redirect, and redirects are never followed" in failed
+    assert [r.path for r in recorder.requests if r.path.startswith("/internal")] == []
+    assert len(recorder.requests) == 1
 
 
 def test_test_event_without_credentials_is_a_dry_run(studio: Studio) -> None:

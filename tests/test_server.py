@@ -198,7 +198,7 @@ class Up:
 def test_up_says_where_to_go_and_shows_only_warnings_of_worker_and_beat(tmp_path):
     # PostHog on a closed port: the worker must still show that its deliveries fail.
     closed = f"http://127.0.0.1:{free_port()}"
-    up = Up(tmp_path, POSTHOG_API_KEY="phc_test", POSTHOG_HOST=closed)
+    up = Up(tmp_path, POSTHOG_API_KEY="phc_test", POSTHOG_HOST=closed, ALLOW_PRIVATE_SINKS="1")
     try:
         printed = up.wait_for("mentorflow is up on")
         base = f"http://127.0.0.1:{up.port}"

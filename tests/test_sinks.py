@@ -21,8 +21,11 @@ from mentorflow.delivery.sinks.jsonlines import JsonLinesSink
 from mentorflow.delivery.sinks.memory import MemorySink, memory_document, render_answer
 from mentorflow.delivery.sinks.posthog import PostHogSink, posthog_capture
 from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
+from mentorflow.platform.outbound import OutboundPolicy
 from recorder import Recorder
 
+#: The recorder listens on 127.0.0.1: the tests lift the address rule for it.
+LOCAL = OutboundPolicy(timeout=2, allow_private=True)
 COMMITTED_AT = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 SESSION_ID = "5f1c0c7e9a2b4d6f8e0a1b2c3d4e5f60"
 
@@ -35,7 +38,13 @@ def _fresh_clients() -> Iterator[None]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> dict[str, Any]:
-    return {"SECRET_KEY": "test-secret", "INSTANCE_PATH": str(tmp_path), "SINK_TIMEOUT": 2}
+    return {
+        "SECRET_KEY": "test-secret",
+        "INSTANCE_PATH": str(tmp_path),
+        "SINK_TIMEOUT": 2,
+        # The recorder listens on 127.0.0.1.
+        "ALLOW_PRIVATE_SINKS": True,
+    }
 
 
 def make_event(event_type: str = "step.completed", **payload: Any) -> OutboundEvent:
@@ -75,7 +84,7 @@ def closed_port_url() -> str:
 def test_posthog_event_carries_event_id_commit_time_and_org_group(recorder: Recorder) -> None:
     event = make_event()
 
-    PostHogSink("phc_platform", recorder.url, timeout=2).deliver(event)
+    PostHogSink("phc_platform", recorder.url, policy=LOCAL).deliver(event)
 
     [request] = recorder.requests
     assert (request.method, request.path) == ("POST", "/batch/")
@@ -101,7 +110,7 @@ def test_posthog_event_carries_event_id_commit_time_and_org_group(recorder: Reco
 def test_posthog_event_carries_the_answer_only_when_the_org_sends_answers(
     recorder: Recorder,
 ) -> None:
-    PostHogSink("phc_platform", recorder.url, send_answers=True, timeout=2).deliver(make_event())
+    PostHogSink("phc_platform", recorder.url, send_answers=True, policy=LOCAL).deliver(make_event())
 
     [sent] = recorder.posthog_events()
     assert sent["properties"]["key"] == "booking-status"
@@ -110,7 +119,7 @@ def test_posthog_event_carries_the_answer_only_when_the_org_sends_answers(
 
 def test_posthog_redelivery_sends_the_same_uuid(recorder: Recorder) -> None:
     event = make_event("session.completed", status="completed")
-    sink = PostHogSink("phc_platform", recorder.url, timeout=2)
+    sink = PostHogSink("phc_platform", recorder.url, policy=LOCAL)
 
     sink.deliver(event)
     sink.deliver(event)
@@ -123,7 +132,7 @@ def test_posthog_transient_answer_is_retryable(
     recorder: Recorder, status: int, retryable: bool
 ) -> None:
     recorder.fail("/batch/", status, times=1)
-    sink = PostHogSink("phc_platform", recorder.url, timeout=2)
+    sink = PostHogSink("phc_platform", recorder.url, policy=LOCAL)
     event = make_event()
 
     with pytest.raises(DeliveryFailed) as failed:
@@ -140,7 +149,7 @@ def test_posthog_rejection_is_not_retryable(recorder: Recorder, status: int) -> 
     recorder.fail("/batch/", status)
 
     with pytest.raises(DeliveryFailed) as failed:
-        PostHogSink("phc_platform", recorder.url, timeout=2).deliver(make_event())
+        PostHogSink("phc_platform", recorder.url, policy=LOCAL).deliver(make_event())
 
     assert failed.value.retryable is False
     assert recorder.posthog_events() == []
@@ -150,7 +159,7 @@ def test_posthog_unreachable_is_retryable() -> None:
     url = closed_port_url()
 
     with pytest.raises(DeliveryFailed) as failed:
-        PostHogSink("phc_platform", url, timeout=2).deliver(make_event())
+        PostHogSink("phc_platform", url, policy=LOCAL).deliver(make_event())
 
     assert failed.value.retryable is True
     assert "unreachable" in failed.value.message
@@ -159,7 +168,7 @@ def test_posthog_unreachable_is_retryable() -> None:
 def test_memory_document_has_the_step_id_namespace_and_readable_content(
     recorder: Recorder,
 ) -> None:
-    MemorySink("sm_platform", recorder.url, timeout=2).deliver(make_event())
+    MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver(make_event())
 
     [request] = recorder.requests
     assert (request.method, request.path) == (
@@ -185,7 +194,7 @@ def test_memory_document_has_the_step_id_namespace_and_readable_content(
 
 def test_memory_redelivery_upserts_the_same_document(recorder: Recorder) -> None:
     event = make_event(answer={"name": "Ada Lovelace", "email": "ada@example.com"})
-    sink = MemorySink("sm_platform", recorder.url, timeout=2)
+    sink = MemorySink("sm_platform", recorder.url, policy=LOCAL)
 
     sink.deliver(event)
     sink.deliver(event)
@@ -201,7 +210,7 @@ def test_memory_redelivery_upserts_the_same_document(recorder: Recorder) -> None
     ids=["session.started", "session.completed"],
 )
 def test_memory_remembers_steps_only(recorder: Recorder, event: OutboundEvent) -> None:
-    MemorySink("sm_platform", recorder.url, timeout=2).deliver(event)
+    MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver(event)
 
     assert recorder.requests == []
 
@@ -221,7 +230,7 @@ def test_memory_remembers_steps_only(recorder: Recorder, event: OutboundEvent) -
     ids=["info step", "skipped optional question"],
 )
 def test_memory_remembers_steps_without_an_answer(recorder: Recorder, step, content) -> None:
-    MemorySink("sm_platform", recorder.url, timeout=2).deliver(make_event(**step))
+    MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver(make_event(**step))
 
     (document,) = recorder.memory_documents()
     assert document["content"] == content
@@ -236,7 +245,7 @@ def test_memory_failure_maps_status_to_retryable(
     recorder.fail("/ns/", status, times=1)
 
     with pytest.raises(DeliveryFailed) as failed:
-        MemorySink("sm_platform", recorder.url, timeout=2).deliver(make_event())
+        MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver(make_event())
 
     assert failed.value.retryable is retryable
     assert f"Supermemory answered {status}" in failed.value.message
@@ -245,7 +254,7 @@ def test_memory_failure_maps_status_to_retryable(
 
 def test_memory_unreachable_is_retryable() -> None:
     with pytest.raises(DeliveryFailed) as failed:
-        MemorySink("sm_platform", closed_port_url(), timeout=2).deliver(make_event())
+        MemorySink("sm_platform", closed_port_url(), policy=LOCAL).deliver(make_event())
 
     assert failed.value.retryable is True
     assert "unreachable" in failed.value.message
@@ -408,6 +417,7 @@ def test_recorder_hears_a_sink_in_another_process(recorder: Recorder) -> None:
         from datetime import UTC, datetime
         from mentorflow.delivery.sinks import OutboundEvent
         from mentorflow.delivery.sinks.posthog import PostHogSink
+        from mentorflow.platform.outbound import OutboundPolicy
 
         event = OutboundEvent(
             id=uuid.UUID("{uuid.UUID(int=7)}"),
@@ -416,7 +426,8 @@ def test_recorder_hears_a_sink_in_another_process(recorder: Recorder) -> None:
             payload={{"distinct_id": "learner-42", "session_id": "s1"}},
             created_at=datetime(2026, 1, 1, tzinfo=UTC),
         )
-        PostHogSink("phc_worker", "{recorder.url}", timeout=2).deliver(event)
+        policy = OutboundPolicy(timeout=2, allow_private=True)
+        PostHogSink("phc_worker", "{recorder.url}", policy=policy).deliver(event)
         """
     )
 
@@ -432,7 +443,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 def test_posthog_batch_sends_every_event_in_one_request(recorder: Recorder):
     events = [make_event(seq=seq) for seq in range(1, 31)]
-    outcomes = PostHogSink("phc_platform", recorder.url, timeout=2).deliver_batch(events)
+    outcomes = PostHogSink("phc_platform", recorder.url, policy=LOCAL).deliver_batch(events)
     assert outcomes == [None] * 30
     batches = [r for r in recorder.requests if r.path == "/batch/"]
     assert len(batches) == 1
@@ -448,7 +459,7 @@ def test_posthog_batch_refused_for_good_delivers_all_but_the_event_at_fault(reco
     # The batch is refused, then so is the first event sent alone: only that one is lost.
     recorder.fail("/batch/", 400, times=2)
     events = [make_event(seq=seq) for seq in range(1, 5)]
-    outcomes = PostHogSink("phc_platform", recorder.url, timeout=2).deliver_batch(events)
+    outcomes = PostHogSink("phc_platform", recorder.url, policy=LOCAL).deliver_batch(events)
     assert outcomes[0] is not None and not outcomes[0].retryable
     assert "PostHog answered 400" in str(outcomes[0])
     assert outcomes[1:] == [None, None, None]
@@ -459,7 +470,7 @@ def test_posthog_batch_refused_for_good_delivers_all_but_the_event_at_fault(reco
 
 def test_posthog_batch_failing_for_now_fails_every_event_retryably(recorder: Recorder):
     recorder.fail("/batch/", 503, times=1)
-    outcomes = PostHogSink("phc_platform", recorder.url, timeout=2).deliver_batch(
+    outcomes = PostHogSink("phc_platform", recorder.url, policy=LOCAL).deliver_batch(
         [make_event(seq=1), make_event(seq=2)]
     )
     assert all(o is not None and o.retryable and "503" in str(o) for o in outcomes)
@@ -472,7 +483,9 @@ def test_memory_batch_writes_one_call_per_container(recorder: Recorder):
         make_event(seq=seq, memory_container=other) for seq in range(1, 3)
     ]
     started = make_event("session.started")  # makes no document
-    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch([*events, started])
+    outcomes = MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver_batch(
+        [*events, started]
+    )
     assert outcomes == [None] * 6
     calls = sorted(r.path for r in recorder.requests if r.method == "POST")
     assert calls == [
@@ -488,7 +501,7 @@ def test_memory_batch_writes_one_call_per_container(recorder: Recorder):
 def test_memory_batch_refused_for_good_tries_each_document_alone(recorder: Recorder):
     recorder.fail("/ns/", 400, times=2)  # the batch, then the first document alone
     events = [make_event(seq=seq) for seq in range(1, 4)]
-    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch(events)
+    outcomes = MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver_batch(events)
     assert outcomes[0] is not None and not outcomes[0].retryable
     assert outcomes[1:] == [None, None]
     assert sorted(d["id"] for d in recorder.memory_documents()) == [
@@ -499,7 +512,7 @@ def test_memory_batch_refused_for_good_tries_each_document_alone(recorder: Recor
 
 def test_memory_batch_failing_for_now_is_retried_whole(recorder: Recorder):
     recorder.fail("/ns/", 500, times=1)
-    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch(
+    outcomes = MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver_batch(
         [make_event(seq=1), make_event(seq=2)]
     )
     assert all(o is not None and o.retryable and "500" in str(o) for o in outcomes)
@@ -508,9 +521,10 @@ def test_memory_batch_failing_for_now_is_retried_whole(recorder: Recorder):
 def test_memory_batch_reports_the_documents_supermemory_refused(recorder: Recorder):
     recorder.refuse_documents({f"{SESSION_ID}-2"}, "content_too_large")
     events = [make_event(seq=seq) for seq in range(1, 4)]
-    outcomes = MemorySink("sm_platform", recorder.url, timeout=2).deliver_batch(events)
+    outcomes = MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver_batch(events)
     assert outcomes[0] is None and outcomes[2] is None
-    assert outcomes[1] is not None and "content_too_large" in str(outcomes[1])
+    assert outcomes[1] is not None and "refused the document" in str(outcomes[1])
+    assert "content_too_large" not in str(outcomes[1])  # the host's words are never shown
     assert outcomes[1].retryable  # the outbox's attempts bound it
 
 
@@ -520,3 +534,29 @@ def test_the_memory_sink_knows_the_same_answerless_step_types_as_the_documents()
     from mentorflow.flows.document import NO_ANSWER_TYPES
 
     assert NO_ANSWER_STEP_TYPES == NO_ANSWER_TYPES
+
+
+def test_memory_batch_sends_the_others_when_one_event_cannot_be_sent(recorder: Recorder):
+    # An unpaired surrogate can't be encoded as UTF-8: that event fails alone, for good.
+    events = [make_event(seq=1), make_event(seq=2, answer="half \ud800 a pair"), make_event(seq=3)]
+    outcomes = MemorySink("sm_platform", recorder.url, policy=LOCAL).deliver_batch(events)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[1] is not None and not outcomes[1].retryable
+    assert "can't be sent to Supermemory (UnicodeEncodeError)" in str(outcomes[1])
+    assert sorted(d["id"] for d in recorder.memory_documents()) == [
+        f"{SESSION_ID}-1",
+        f"{SESSION_ID}-3",
+    ]
+
+
+def test_posthog_batch_sends_the_others_when_one_event_cannot_be_built(recorder: Recorder):
+    broken = make_event(seq=2)
+    del broken.payload["distinct_id"]
+    events = [make_event(seq=1), broken, make_event(seq=3)]
+    outcomes = PostHogSink("phc_platform", recorder.url, policy=LOCAL).deliver_batch(events)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert outcomes[1] is not None and not outcomes[1].retryable
+    assert "can't be sent to PostHog (KeyError)" in str(outcomes[1])
+    assert sorted(e["uuid"] for e in recorder.posthog_events()) == sorted(
+        str(e.id) for e in (events[0], events[2])
+    )

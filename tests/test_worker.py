@@ -13,21 +13,23 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import redis
 import sqlalchemy as sa
 
+from mentorflow.delivery.integrations import set_integration
 from mentorflow.flows import authoring, learner_sessions
 from mentorflow.flows.document import load_document
 from mentorflow.flows.export import create_export
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
-from mentorflow.platform.outbox import Delivery
+from mentorflow.platform.outbox import Delivery, OutboxEvent
 from mentorflow.tenants import services as tenant_services
-from mentorflow.tenants.models import KeyKind
+from mentorflow.tenants.models import KeyKind, Org
 from mentorflow.worker import tasks
 from support import (
     POSTGRES_URL,
@@ -101,7 +103,9 @@ class Processes:
 class Stack:
     """An in-process app for learner requests plus the environment for worker processes."""
 
-    def __init__(self, backend: str, recorder, tmp_path: Path, broker_url: str) -> None:
+    def __init__(
+        self, backend: str, recorder, tmp_path: Path, broker_url: str, **overrides: object
+    ) -> None:
         if backend == "postgresql":
             database_url = recreate_postgres_database(POSTGRES_URL + "_worker")
         else:
@@ -117,6 +121,9 @@ class Stack:
             "DELIVERY_BACKOFF_MAX_SECONDS": 2,
             "DELIVERY_LEASE_SECONDS": 3,
             "SWEEP_INTERVAL_SECONDS": 1,
+            # The recorder listens on 127.0.0.1.
+            "ALLOW_PRIVATE_SINKS": True,
+            **overrides,
         }
         self.app = make_app(database_url, tmp_path, **settings)
         self.env = {
@@ -136,12 +143,23 @@ class Stack:
             db.session.commit()
             db.session.remove()
 
-    def walk(self, sessions: int) -> list[int]:
+    def add_org(self, slug: str) -> str:
+        """Create another org with the same published flow; return its publishable key."""
+        with self.app.app_context():
+            org = tenant_services.create_org(slug, slug.title())
+            _, pk = tenant_services.create_api_key(org, KeyKind.PUBLISHABLE)
+            flow, _ = authoring.save_draft(org, load_document(SMALL_FLOW.read_text()))
+            authoring.publish_version(flow)
+            db.session.commit()
+            db.session.remove()
+        return pk
+
+    def walk(self, sessions: int, org: str = "workers", pk: str | None = None) -> list[int]:
         """Walk ``sessions`` learners through all four steps; return every status code."""
         client = self.app.test_client()
         statuses = []
         for _ in range(sessions):
-            learner = Learner(client, "workers", self.pk)
+            learner = Learner(client, org, pk or self.pk)
             statuses.append(learner.start("onboarding").status_code)
             for step_id, answer in STEPS:
                 statuses.append(learner.answer(step_id, answer).status_code)
@@ -294,6 +312,74 @@ def test_sink_rejecting_for_good_goes_dead_with_its_error(stack, recorder):
         dead = db.session.scalars(sa.select(Delivery).where(Delivery.status == "dead")).all()
         assert {d.sink for d in dead} == {"memory"}
         assert all(d.attempts == 1 and "400" in d.last_error for d in dead)
+
+
+def test_a_dripping_org_does_not_delay_another_orgs_deliveries(
+    backend, recorder, dripper, tmp_path, shared_redis
+):
+    # Org "slowpoke" points both sinks at a host that drips a byte every 0.5 s: each of its
+    # calls lasts the whole 4 s deadline. Org "workers" uses the healthy recorder.
+    stack = Stack(
+        backend,
+        recorder,
+        tmp_path,
+        shared_redis,
+        SINK_TIMEOUT=4,
+        DELIVERY_LEASE_SECONDS=30,
+        DELIVERY_BACKOFF_SECONDS=30,
+    )
+    try:
+        slow_pk = stack.add_org("slowpoke")
+        with stack.app.app_context():
+            org = db.session.scalar(sa.select(Org).where(Org.slug == "slowpoke"))
+            for sink, key in (("posthog", "phc_slow"), ("memory", "sm_slow")):
+                set_integration(org, sink, stack.app.config, api_key=key, url=dripper.url)
+            db.session.commit()
+            db.session.remove()
+        stack.processes.worker()
+        stack.processes.beat()
+        # Two waves, so that the slow org's calls run in both worker processes.
+        for wave in (1, 2):
+            stack.walk(1, org="slowpoke", pk=slow_pk)
+            deadline = time.monotonic() + 30
+            while dripper.requests < 2 * wave and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert dripper.requests >= 2 * wave, "the slow org's calls never started"
+
+        stack.walk(1)
+
+        recorder.wait_for(lambda r: len(step_events(r)) >= 4, timeout=10)
+        recorder.wait_for(lambda r: len(r.memory_documents()) >= 4, timeout=10)
+        lags = [
+            request.received_at - datetime.fromisoformat(event["timestamp"]).timestamp()
+            for request in recorder.requests
+            if request.path == "/batch/" and request.accepted
+            for event in request.body["batch"]
+        ]
+        assert lags and max(lags) < 2.0, f"the healthy org's events waited {max(lags):.1f} s"
+        # Recorded as each call finished, not when the slow org's calls end.
+        waited = time.monotonic()
+        while time.monotonic() - waited < 2.0:
+            if _deliveries_of(stack, "workers") == {"delivered": 12}:
+                break
+            time.sleep(0.1)
+        assert _deliveries_of(stack, "workers") == {"delivered": 12}
+        assert _deliveries_of(stack, "slowpoke").get("pending")
+    finally:
+        stack.close()
+
+
+def _deliveries_of(stack: Stack, slug: str) -> dict[str, int]:
+    with stack.app.app_context():
+        rows = db.session.execute(
+            sa.select(Delivery.status, sa.func.count())
+            .join(OutboxEvent, OutboxEvent.id == Delivery.event_id)
+            .join(Org, Org.id == OutboxEvent.org_id)
+            .where(Org.slug == slug)
+            .group_by(Delivery.status)
+        ).all()
+        db.session.remove()
+    return {str(status): count for status, count in rows}
 
 
 def test_export_job_csv_matches_the_database(stack):

@@ -13,6 +13,7 @@ from mentorflow.delivery.sinks.memory import MemorySink
 from mentorflow.platform.crypto import encrypt_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbound import OutboundRefused, check_url
 from mentorflow.tenants.models import Org
 from mentorflow.tenants.services import TenantError
 
@@ -41,6 +42,10 @@ def set_integration(
         if url is not None:
             if not re.match(r"^https?://", url):
                 raise TenantError(f"'{url}' must be an http(s) URL")
+            try:
+                check_url(url, allow_private=bool(config.get("ALLOW_PRIVATE_SINKS")))
+            except OutboundRefused as exc:
+                raise TenantError(f"'{url}' can't receive events: {exc.reason}") from exc
             current[sink_types[sink].url_field] = url.rstrip("/")
         if send_answers is not None:
             if sink != "posthog":

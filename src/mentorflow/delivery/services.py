@@ -1,5 +1,13 @@
 """Claiming due deliveries, calling their sinks, and recording the outcome.
 
+A worker's deliveries flow, they don't march in batches: claims are grouped into sink calls
+(one PostHog batch per org, one Supermemory batch per memory container), the calls run side
+by side with a cap per org (see dispatch.py), each call's outcome is recorded as soon as it
+returns, and while calls run the worker keeps claiming for the orgs that are not at their
+cap. So a slow or failing org delays only itself: its calls end at their deadline
+(``SINK_TIMEOUT``), and another org's deliveries neither wait in its line nor behind its
+batch.
+
 A claim pushes ``next_attempt_at`` forward by the lease and counts the attempt, in a short
 transaction of its own (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
 SQLite), so no row lock is held while a sink is called. A worker that dies mid-batch leaves
@@ -11,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+import traceback
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,13 +30,21 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from mentorflow.delivery.dispatch import Call, Dispatcher
 from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, Sink, build_sink
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbound import deadline
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
 from mentorflow.tenants.models import Org
 
 log = logging.getLogger(__name__)
+
+
+#: How often a worker with calls running looks for more due deliveries.
+_POLL_SECONDS = 0.25
+
+Outcome = tuple["Claim", str | None, bool]
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,7 @@ class Claim:
     event: OutboundEvent
     sink: str
     attempts: int
+    org_id: int
     org_settings: Mapping[str, Any]
 
 
@@ -50,19 +68,38 @@ class BatchResult:
     def claimed(self) -> int:
         return self.delivered + self.retried + self.dead
 
+    def add(self, other: BatchResult) -> None:
+        self.delivered += other.delivered
+        self.retried += other.retried
+        self.dead += other.dead
 
-def claim_due_deliveries(limit: int, *, now: datetime | None = None) -> list[Claim]:
-    """Lease up to ``limit`` due deliveries to this worker and return them."""
+
+def claim_due_deliveries(
+    limit: int, *, now: datetime | None = None, skip_orgs: set[int] | frozenset[int] = frozenset()
+) -> list[Claim]:
+    """Lease up to ``limit`` due deliveries to this worker and return them; none of the orgs
+    in ``skip_orgs``."""
     now = now or utcnow()
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
-    begin_write(db.session)
     due = (
         sa.select(Delivery.event_id, Delivery.sink)
         .where(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
         .order_by(Delivery.next_attempt_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    if skip_orgs:
+        due = due.where(
+            ~sa.exists().where(
+                OutboxEvent.id == Delivery.event_id, OutboxEvent.org_id.in_(skip_orgs)
+            )
+        )
+        # A read first: a worker with calls running looks often, and most looks find nothing.
+        if db.session.execute(due.limit(1)).first() is None:
+            db.session.rollback()
+            return []
+        db.session.rollback()
+    due = due.with_for_update(skip_locked=True)
+    begin_write(db.session)
     # One statement leases the whole batch: push the due time past the lease, count the try.
     rows = db.session.execute(
         sa.update(Delivery)
@@ -79,6 +116,7 @@ def claim_due_deliveries(limit: int, *, now: datetime | None = None) -> list[Cla
             OutboxEvent.type,
             OutboxEvent.payload,
             OutboxEvent.created_at,
+            Org.id.label("org_id"),
             Org.slug,
             Org.settings,
         )
@@ -95,6 +133,7 @@ def claim_due_deliveries(limit: int, *, now: datetime | None = None) -> list[Cla
                 payload=row.payload,
                 created_at=row.created_at,
             ),
+            row.org_id,
             row.settings,
         )
         for row in events
@@ -104,7 +143,8 @@ def claim_due_deliveries(limit: int, *, now: datetime | None = None) -> list[Cla
             event=by_id[row.event_id][0],
             sink=row.sink,
             attempts=row.attempts,
-            org_settings=by_id[row.event_id][1],
+            org_id=by_id[row.event_id][1],
+            org_settings=by_id[row.event_id][2],
         )
         for row in rows
         if row.event_id in by_id
@@ -120,38 +160,53 @@ def backoff(attempts: int, config: Mapping[str, Any]) -> timedelta:
     return timedelta(seconds=delay * random.uniform(0.5, 1.5))
 
 
-def deliver_claims(claims: list[Claim], sinks: SinkCache) -> BatchResult:
-    """Call the claims' sinks and record delivered, retry later, or dead.
-
-    Claims that can share a sink call (one PostHog batch per project, one Supermemory batch
-    per memory container) go together; the calls of a batch run side by side.
-    """
-    config = current_app.config
-    max_attempts = int(config["DELIVERY_MAX_ATTEMPTS"])
-    outcomes: list[tuple[Claim, str | None, bool]] = []
+def group_claims(
+    claims: list[Claim], sinks: SinkCache
+) -> tuple[list[tuple[Sink, list[Claim]]], list[Outcome]]:
+    """Return the sink calls ``claims`` make (claims that can share a call go together: one
+    PostHog batch per org, one Supermemory batch per memory container), and the outcomes of
+    the claims whose sink could not be built."""
+    failed: list[Outcome] = []
     groups: dict[tuple[int, str], tuple[Sink, list[Claim]]] = {}
     for claim in claims:
         try:
-            # Built up front (building reads the app config) and shared, as the clients allow.
+            # Built here (building reads the app config) and shared, as the clients allow.
             sink = sinks.get(claim.sink, claim.event.org, claim.org_settings)
         except DeliveryFailed as exc:  # e.g. the org's own key cannot be decrypted
-            outcomes.append((claim, str(exc), exc.retryable))
+            failed.append((claim, str(exc), exc.retryable))
             continue
         key = (id(sink), sink.batch_key(claim.event))
         groups.setdefault(key, (sink, []))[1].append(claim)
-    workers = max(1, min(int(config["DELIVERY_CONCURRENCY"]), len(groups)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for group in pool.map(lambda group: _call_sink(*group), groups.values()):
-            outcomes += group
-    return record_outcomes(outcomes, max_attempts, config)
+    return list(groups.values()), failed
 
 
-def _call_sink(sink: Sink, claims: list[Claim]) -> list[tuple[Claim, str | None, bool]]:
+def _sink_call(sink: Sink, claims: list[Claim], seconds: float) -> Any:
+    def call() -> list[Outcome]:
+        # One deadline for the call, the one-by-one retries after a crash included.
+        with deadline(seconds):
+            return _call_sink(sink, claims)
+
+    return call
+
+
+def _call_sink(sink: Sink, claims: list[Claim]) -> list[Outcome]:
     try:
         failures = sink.deliver_batch([claim.event for claim in claims])
-    except Exception as exc:  # a bug in a sink must not stop the batch
-        log.exception("sink %s crashed on a batch of %d events", sink.name, len(claims))
-        return [(claim, f"{type(exc).__name__}: {exc}", True) for claim in claims]
+    except Exception as exc:  # a bug in a sink must not fail the other events
+        # The exception's text may quote a reply: its type and where it was raised only.
+        where = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "sink %s crashed (%s) on %d events of org %s\n%s",
+            sink.name,
+            type(exc).__name__,
+            len(claims),
+            claims[0].event.org,
+            where,
+        )
+        if len(claims) > 1:
+            # Each event alone: only those at fault fail.
+            return [outcome for claim in claims for outcome in _call_sink(sink, [claim])]
+        return [(claims[0], f"The {sink.name} sink failed ({type(exc).__name__}).", True)]
     return [
         (claim, None, True) if failure is None else (claim, str(failure), failure.retryable)
         for claim, failure in zip(claims, failures, strict=True)
@@ -159,9 +214,10 @@ def _call_sink(sink: Sink, claims: list[Claim]) -> list[tuple[Claim, str | None,
 
 
 def record_outcomes(
-    outcomes: list[tuple[Claim, str | None, bool]], max_attempts: int, config: Mapping[str, Any]
+    outcomes: list[Outcome], max_attempts: int, config: Mapping[str, Any]
 ) -> BatchResult:
-    """Write the batch's results in one transaction: one statement for all the delivered."""
+    """Write the outcomes of a sink call in one transaction: one statement for all the
+    delivered."""
     now = utcnow()
     delivered: list[tuple[uuid.UUID, str]] = []
     retries: list[dict[str, Any]] = []
@@ -244,24 +300,85 @@ class SinkCache:
         self._sinks.clear()
 
 
-def deliver_due(*, batch_size: int | None = None, max_batches: int = 50) -> BatchResult:
-    """Deliver due deliveries batch by batch until none are due or the budget is spent."""
-    size = batch_size or int(current_app.config["DELIVERY_BATCH_SIZE"])
+def deliver_due(
+    *, batch_size: int | None = None, budget_seconds: float | None = None
+) -> BatchResult:
+    """Deliver due deliveries until none are due or the budget (``DELIVERY_LEASE_SECONDS``
+    by default) is spent; ``drained`` says whether none were left."""
+    config = current_app.config
+    size = batch_size or int(config["DELIVERY_BATCH_SIZE"])
+    lease = float(config["DELIVERY_LEASE_SECONDS"])
+    max_attempts = int(config["DELIVERY_MAX_ATTEMPTS"])
+    call_deadline = float(config["SINK_TIMEOUT"])
+    stop_claiming_at = time.monotonic() + (budget_seconds if budget_seconds is not None else lease)
     total = BatchResult()
     sinks = SinkCache()
+    dispatcher = Dispatcher(
+        int(config["DELIVERY_CONCURRENCY"]), int(config["DELIVERY_ORG_CONCURRENCY"])
+    )
+
+    def worth_starting(call: Call) -> bool:
+        # A call that waited in its org's line for half the lease is given back instead of
+        # started: its claims' lease could end mid-call, and another worker claim them.
+        return time.monotonic() - call.queued_at < lease / 2
+
+    last_look, found_none = 0.0, False
     try:
-        for _ in range(max_batches):
-            claims = claim_due_deliveries(size)
-            if not claims:
-                total.drained = True
+        while True:
+            now = time.monotonic()
+            look = (
+                now < stop_claiming_at
+                and dispatcher.has_room()
+                and (dispatcher.idle() or not found_none or now - last_look >= _POLL_SECONDS)
+            )
+            if look:
+                claims = claim_due_deliveries(size, skip_orgs=dispatcher.busy_orgs())
+                last_look, found_none = now, not claims
+                if not claims and dispatcher.idle():
+                    total.drained = True
+                    break
+                groups, failed = group_claims(claims, sinks)
+                if failed:
+                    total.add(record_outcomes(failed, max_attempts, config))
+                for sink, group in groups:
+                    dispatcher.add(
+                        Call(
+                            group[0].org_id,
+                            _sink_call(sink, group, call_deadline),
+                            group,
+                            queued_at=now,
+                        )
+                    )
+            stale = dispatcher.start_ready(worth_starting)
+            if stale:
+                release_claims([claim for call in stale for claim in call.payload])
+            if dispatcher.idle() and time.monotonic() >= stop_claiming_at:
                 break
-            batch = deliver_claims(claims, sinks)
-            total.delivered += batch.delivered
-            total.retried += batch.retried
-            total.dead += batch.dead
+            # Each call's outcome is recorded as soon as it returns.
+            for _, outcomes in dispatcher.wait(_POLL_SECONDS):
+                total.add(record_outcomes(outcomes, max_attempts, config))
     finally:
+        never_started = dispatcher.close()
         sinks.close()
+        if never_started:
+            db.session.rollback()
+            release_claims([claim for call in never_started for claim in call.payload])
     return total
+
+
+def release_claims(claims: list[Claim]) -> None:
+    """Give claims back unattempted: due now, without the attempt their claim counted."""
+    begin_write(db.session)
+    db.session.execute(
+        _still_pending(sa.update(Delivery))
+        .where(
+            sa.tuple_(Delivery.event_id, Delivery.sink).in_(
+                [(claim.event.id, claim.sink) for claim in claims]
+            )
+        )
+        .values(next_attempt_at=utcnow(), attempts=Delivery.attempts - 1)
+    )
+    db.session.commit()
 
 
 def count_due(now: datetime | None = None) -> int:

@@ -28,8 +28,12 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_BATCH_SIZE": 100,
     # Sink calls one worker process makes side by side.
     "DELIVERY_CONCURRENCY": 8,
+    # Of those, the most one org may have at once (always fewer than all of them).
+    "DELIVERY_ORG_CONCURRENCY": 2,
     # Seconds a sink call may take before it counts as a failed (retryable) attempt.
     "SINK_TIMEOUT": 10,
+    # Let sinks reach loopback and private addresses (development, tests); off in production.
+    "ALLOW_PRIVATE_SINKS": False,
     # How often the beat re-enqueues due deliveries (a lost wake-up waits at most this long).
     "SWEEP_INTERVAL_SECONDS": 15,
     # Fernet key for per-org integration credentials; empty derives one from SECRET_KEY.

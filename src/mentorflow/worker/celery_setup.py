@@ -46,6 +46,23 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, Any]]:
     }
 
 
+def delivery_time_limits(config: Any) -> dict[str, dict[str, float]]:
+    """Return the Celery time limits of the delivery tasks.
+
+    A delivery task stops claiming after one lease and waits for its calls, each bounded by
+    ``SINK_TIMEOUT``; the soft limit is the backstop should anything else hang (a database
+    that stops answering), and the hard limit the backstop of that.
+    """
+    soft = float(config["DELIVERY_LEASE_SECONDS"]) + 2 * float(config["SINK_TIMEOUT"]) + 10
+    return {
+        "mentorflow.worker.tasks.deliver_due_deliveries": {
+            "soft_time_limit": soft,
+            "time_limit": soft + 30,
+        },
+        "mentorflow.worker.tasks.sweep_due_deliveries": {"soft_time_limit": 30, "time_limit": 60},
+    }
+
+
 def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app bound to ``app`` and store it in ``app.extensions["celery"]``."""
 
@@ -76,6 +93,7 @@ def celery_init_app(app: Flask) -> Celery:
             "broker_connection_timeout": 2,
             "broker_transport_options": _transport_options(broker_url, app.config),
             "beat_schedule": beat_schedule(float(app.config["SWEEP_INTERVAL_SECONDS"])),
+            "task_annotations": delivery_time_limits(app.config),
             "beat_schedule_filename": str(Path(app.instance_path) / "celerybeat-schedule"),
             "worker_hijack_root_logger": False,
             **app.config.get("CELERY", {}),

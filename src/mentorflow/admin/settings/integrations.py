@@ -17,6 +17,7 @@ from mentorflow.admin.settings.base import lock_org
 from mentorflow.delivery.integrations import integration_status, send_test_event, set_integration
 from mentorflow.delivery.sinks import DeliveryFailed, SinkType, sink_types
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbound import OutboundRefused, check_url
 from mentorflow.tenants.models import Role
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,15 @@ class IntegrationForm(FlaskForm):
     send_answers = BooleanField("Send answers to PostHog")
 
     def validate_url(self, field: StringField) -> None:
-        parts = urlsplit(field.data.strip())
+        url = field.data.strip()
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValidationError("Give an http(s) URL such as https://eu.i.posthog.com.")
+        # Checked again at every connection (DNS can change); here to say so early.
+        try:
+            check_url(url, allow_private=bool(current_app.config.get("ALLOW_PRIVATE_SINKS")))
+        except OutboundRefused as exc:
+            raise ValidationError(f"This URL can't receive events: {exc.reason}.") from exc
 
 
 class IntegrationPages(ConsoleView):

@@ -23,6 +23,7 @@ from mentorflow.delivery.sinks.base import (
     sink_types,
 )
 from mentorflow.delivery.sinks.jsonlines import JsonLinesSink
+from mentorflow.platform.outbound import OutboundPolicy
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -49,9 +50,8 @@ def build_sink(name: str, org_settings: Mapping[str, Any], config: Mapping[str, 
     # Without credentials the sink writes the request it would have sent to
     # ``<instance>/outbox-<sink>.jsonl``: a dry run that needs no account.
     own = (org_settings.get("integrations") or {}).get(name) or {}
-    timeout = float(config.get("SINK_TIMEOUT") or DEFAULT_TIMEOUT)
     credentials = credentials_for(sink_type, own, config)
     if credentials is None:
         path = Path(config["INSTANCE_PATH"]) / f"outbox-{name}.jsonl"
         return JsonLinesSink(name, path, sink_type.dry_run(own))
-    return sink_type.connect(*credentials, own, timeout)
+    return sink_type.connect(*credentials, own, OutboundPolicy.from_config(config))

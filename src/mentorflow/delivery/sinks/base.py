@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import httpx
+import requests
+
 from mentorflow.platform.crypto import decrypt_secret
+from mentorflow.platform.outbound import OutboundPolicy, OutboundRefused, deadline_passed
 
 DEFAULT_TIMEOUT = 10.0
-#: Bounds ``deliveries.last_error``; a response body can be a whole HTML error page.
-_MAX_ERROR_DETAIL = 300
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ RequestFor = Callable[[OutboundEvent], dict[str, Any] | None]
 class SinkType:
     """One kind of sink, as its module registers it: its names, settings and builders.
 
-    ``connect(api_key, url, own, timeout)`` builds the sink with credentials; ``dry_run(own)``
+    ``connect(api_key, url, own, policy)`` builds the sink with credentials; ``dry_run(own)``
     returns what the stand-in file records instead. ``own`` is the org's own settings of the
     sink (``Org.settings["integrations"][name]``), which may hold more options than the URL.
     """
@@ -86,7 +89,7 @@ class SinkType:
     #: Where an org's own URL is kept in its settings of the sink.
     url_field: str
     default_url: str
-    connect: Callable[[str, str, Mapping[str, Any], float], Sink]
+    connect: Callable[[str, str, Mapping[str, Any], OutboundPolicy], Sink]
     dry_run: Callable[[Mapping[str, Any]], RequestFor]
 
 
@@ -194,7 +197,70 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def shorten(detail: Any) -> str:
-    """Return ``detail`` as text short enough for ``deliveries.last_error``."""
-    text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
-    return text if len(text) <= _MAX_ERROR_DETAIL else text[:_MAX_ERROR_DETAIL] + "…"
+# What a failure says is shown to staff (``last_error``, the test event's message) and logged:
+# a status code and a fixed reason, never text from the reply. An org chooses the host, and a
+# reply's text would turn the "send a test event" button into a reader of internal pages.
+_TIMEOUTS = (TimeoutError, requests.Timeout, httpx.TimeoutException)
+_TLS_FAILURES = (ssl.SSLError, requests.exceptions.SSLError)
+
+
+def answered(label: str, status: int, *, also_retryable: tuple[int, ...]) -> DeliveryFailed:
+    """Return the failure for a reply with a status other than success."""
+    if 400 <= status < 500:
+        reason = "the request was refused"
+    elif 500 <= status < 600:
+        reason = "a server error"
+    else:
+        reason = "not a success"
+    return DeliveryFailed(
+        f"{label} answered {status} ({reason}).",
+        retryable=retryable_status(status, also=also_retryable),
+    )
+
+
+def unanswered(label: str, url: str, exc: BaseException) -> DeliveryFailed:
+    """Return the failure for a call that got no usable reply, with a fixed reason."""
+    if deadline_passed():
+        return DeliveryFailed(
+            f"{label} at {url} did not finish within the deadline (MENTORFLOW_SINK_TIMEOUT)."
+        )
+    for cause in causes(exc):
+        if isinstance(cause, OutboundRefused):
+            # A refused address or a redirect: trying again cannot help until the URL changes.
+            if cause.status is not None:
+                return DeliveryFailed(
+                    f"{label} at {url} answered {cause.status}: {cause.reason}.", retryable=False
+                )
+            return DeliveryFailed(
+                f"{label} at {url} was not called: {cause.reason}.", retryable=False
+            )
+    if any(isinstance(cause, _TIMEOUTS) for cause in causes(exc)):
+        return DeliveryFailed(f"{label} at {url} timed out.")
+    if any(isinstance(cause, _TLS_FAILURES) for cause in causes(exc)):
+        return DeliveryFailed(f"{label} at {url} failed the TLS handshake.")
+    return DeliveryFailed(f"{label} at {url} is unreachable (the connection failed).")
+
+
+def unsendable(label: str, exc: Exception) -> DeliveryFailed:
+    """Return the failure of an event its sink can't make a request of (its data is at
+    fault, e.g. an unpaired surrogate): it fails alone and for good; its batch goes on."""
+    return DeliveryFailed(
+        f"The event can't be sent to {label} ({type(exc).__name__}); the others of its "
+        "batch were sent without it.",
+        retryable=False,
+    )
+
+
+def check_encodable(body: Any) -> None:
+    """Raise ValueError unless ``body`` can go out as UTF-8 JSON."""
+    json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """Yield ``exc`` and the exceptions it was raised from or during, nearest first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

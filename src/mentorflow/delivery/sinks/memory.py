@@ -5,20 +5,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import supermemory
 
 from mentorflow.delivery.sinks.base import (
-    DEFAULT_TIMEOUT,
     DeliveryFailed,
     OutboundEvent,
     RequestFor,
     SinkType,
+    answered,
     as_utc,
+    check_encodable,
     outcome_of,
     register,
-    retryable_status,
     shared_client,
-    shorten,
+    unanswered,
+    unsendable,
+)
+from mentorflow.platform.outbound import (
+    PUBLIC_ONLY,
+    OutboundPolicy,
+    OutboundRefused,
+    deadline,
+    httpx_client,
 )
 
 DEFAULT_SUPERMEMORY_BASE_URL = "https://api.supermemory.ai"
@@ -87,39 +96,47 @@ class MemorySink:
         api_key: str,
         base_url: str = DEFAULT_SUPERMEMORY_BASE_URL,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        policy: OutboundPolicy = PUBLIC_ONLY,
     ) -> None:
         self.base_url = base_url
-        self._client = shared_client(
-            ("memory", api_key, base_url, timeout),
-            # max_retries=0: the outbox's backoff retries, and counts the attempts.
-            lambda: supermemory.Supermemory(
-                api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
-            ),
-            close=lambda client: client.close(),
+        self.policy = policy
+        self._client, _ = shared_client(
+            ("memory", api_key, base_url, policy),
+            lambda: _memory_client(api_key, base_url, policy),
+            close=lambda pair: pair[1].close(),
         )
 
     def deliver(self, event: OutboundEvent) -> None:
         """Upsert the step's document; return at once for events that make none."""
-        document = memory_document(event)
+        document = _prepared(event)
         if document is None:
             return
         namespace = document.pop("namespace")
-        try:
-            self._client.add(namespace, **document)
-        except supermemory.SupermemoryError as exc:
-            raise self._failure(exc) from exc
+        with deadline(self.policy.timeout):
+            try:
+                self._client.add(namespace, **document)
+            except (supermemory.SupermemoryError, OutboundRefused) as exc:
+                raise self._failure(exc) from exc
 
     def batch_key(self, event: OutboundEvent) -> str:
         """One ``batch_add`` call writes to one namespace: the session's memory container."""
         return str(event.payload.get("memory_container") or "")
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
-        """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace."""
+        """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace,
+        all within one deadline."""
+        with deadline(self.policy.timeout):
+            return self._add_documents(events)
+
+    def _add_documents(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
         outcomes: list[DeliveryFailed | None] = [None] * len(events)
         by_namespace: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for index, event in enumerate(events):
-            document = memory_document(event)
+            try:
+                document = _prepared(event)
+            except DeliveryFailed as failure:  # this event alone: the others go on
+                outcomes[index] = failure
+                continue
             if document is not None:
                 by_namespace.setdefault(document.pop("namespace"), []).append((index, document))
         for namespace, documents in by_namespace.items():
@@ -143,7 +160,7 @@ class MemorySink:
             result = self._client.documents.batch_add(
                 namespace, documents=[document for _, document in chunk]
             )
-        except supermemory.SupermemoryError as exc:
+        except (supermemory.SupermemoryError, OutboundRefused) as exc:
             failure = self._failure(exc)
             if not failure.retryable:
                 # Refused for good: find the documents at fault one by one.
@@ -156,31 +173,51 @@ class MemorySink:
             if item is None:
                 outcomes.append(DeliveryFailed("Supermemory returned no result for the document."))
             elif item.status in ("error", "failed"):
-                reason = shorten(" ".join(filter(None, [item.error, item.details])) or "failed")
-                outcomes.append(DeliveryFailed(f"Supermemory refused the document: {reason}"))
+                # Its error text comes from the host: not shown, like any reply's body.
+                outcomes.append(DeliveryFailed("Supermemory refused the document (status error)."))
             else:
                 outcomes.append(None)
         return outcomes
 
     def _failure(self, exc: Exception) -> DeliveryFailed:
         if isinstance(exc, supermemory.APIStatusError):
-            return DeliveryFailed(
-                f"Supermemory answered {exc.status_code}: {shorten(exc.body)}",
-                # The official client's own retry rule: 408, 409, 429 and 5xx are transient.
-                retryable=retryable_status(exc.status_code, also=(408, 409, 429)),
-            )
-        if isinstance(exc, supermemory.APIConnectionError):
-            # The compat error says only "Connection error."; httpx's cause says what failed.
-            reason = shorten(str(exc.__cause__ or exc))
-            return DeliveryFailed(f"Supermemory at {self.base_url} is unreachable: {reason}")
-        return DeliveryFailed(f"Supermemory call failed: {shorten(str(exc))}")
+            # The official client's own retry rule: 408, 409, 429 and 5xx are transient.
+            return answered("Supermemory", exc.status_code, also_retryable=(408, 409, 429))
+        if isinstance(exc, supermemory.APIConnectionError | OutboundRefused):
+            return unanswered("Supermemory", self.base_url, exc)
+        return DeliveryFailed(f"The Supermemory call failed ({type(exc).__name__}).")
 
     def close(self) -> None:
         """Release the sink; its client is shared per process (see :func:`close_clients`)."""
 
 
-def _connect(api_key: str, base_url: str, own: Mapping[str, Any], timeout: float) -> MemorySink:
-    return MemorySink(api_key, base_url, timeout=timeout)
+def _prepared(event: OutboundEvent) -> dict[str, Any] | None:
+    # An event whose document can't be made or sent fails here, before any call, alone.
+    try:
+        document = memory_document(event)
+        if document is not None:
+            check_encodable(document)
+    except Exception as exc:
+        raise unsendable("Supermemory", exc) from exc
+    return document
+
+
+def _memory_client(
+    api_key: str, base_url: str, policy: OutboundPolicy
+) -> tuple[supermemory.Supermemory, httpx.Client]:
+    # max_retries=0: the outbox's backoff retries, and counts the attempts. The HTTP client
+    # is the outbound guard's; the Supermemory client does not close one it was given.
+    http = httpx_client(policy)
+    client = supermemory.Supermemory(
+        api_key=api_key, base_url=base_url, max_retries=0, timeout=policy.timeout, http_client=http
+    )
+    return client, http
+
+
+def _connect(
+    api_key: str, base_url: str, own: Mapping[str, Any], policy: OutboundPolicy
+) -> MemorySink:
+    return MemorySink(api_key, base_url, policy=policy)
 
 
 def _dry_run(own: Mapping[str, Any]) -> RequestFor:

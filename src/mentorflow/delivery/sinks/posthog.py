@@ -12,18 +12,26 @@ from posthog.request import APIError as PostHogAPIError
 from posthog.request import batch_post as posthog_batch_post
 
 from mentorflow.delivery.sinks.base import (
-    DEFAULT_TIMEOUT,
     DeliveryFailed,
     OutboundEvent,
     RequestFor,
     SinkType,
+    answered,
     as_utc,
+    check_encodable,
     outcome_of,
     raise_first,
     register,
-    retryable_status,
     shared_client,
-    shorten,
+    unanswered,
+    unsendable,
+)
+from mentorflow.platform.outbound import (
+    PUBLIC_ONLY,
+    OutboundPolicy,
+    OutboundRefused,
+    deadline,
+    requests_session,
 )
 
 DEFAULT_POSTHOG_HOST = "https://us.i.posthog.com"
@@ -71,16 +79,22 @@ class PostHogSink:
         host: str = DEFAULT_POSTHOG_HOST,
         *,
         send_answers: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
+        policy: OutboundPolicy = PUBLIC_ONLY,
     ) -> None:
         self.api_key = api_key
         self.host = host
-        self.timeout = timeout
+        self.policy = policy
         self.send_answers = send_answers
         self._builder = shared_client(
             ("posthog", api_key, host),
             lambda: _PostHogMessages(api_key, host),
             close=lambda builder: builder.client.shutdown(),
+        )
+        # Every call goes through the outbound guard's session, never posthog's own.
+        self._session = shared_client(
+            ("posthog-session", policy.allow_private),
+            lambda: requests_session(policy),
+            close=lambda session: session.close(),
         )
 
     def deliver(self, event: OutboundEvent) -> None:
@@ -92,26 +106,56 @@ class PostHogSink:
         return ""
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
-        """Capture ``events`` in one batch request (PostHog dedupes on each event's uuid)."""
-        messages = [
-            self._builder.message(**posthog_capture(event, send_answers=self.send_answers))
-            for event in events
-        ]
+        """Capture ``events`` in one batch request (PostHog dedupes on each event's uuid),
+        all within one deadline."""
+        with deadline(self.policy.timeout):
+            return self._capture_batch(events)
+
+    def _capture_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
+        outcomes: list[DeliveryFailed | None] = [None] * len(events)
+        messages: list[tuple[int, dict[str, Any]]] = []
+        for index, event in enumerate(events):
+            # An event that can't be made into a message fails alone; the others are sent.
+            try:
+                message = self._builder.message(
+                    **posthog_capture(event, send_answers=self.send_answers)
+                )
+                check_encodable(message)
+            except DeliveryFailed as failure:
+                outcomes[index] = failure
+                continue
+            except Exception as exc:
+                outcomes[index] = unsendable("PostHog", exc)
+                continue
+            messages.append((index, message))
+        if messages:
+            sent = self._post(
+                [message for _, message in messages], [events[index] for index, _ in messages]
+            )
+            for (index, _), outcome in zip(messages, sent, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _post(
+        self, messages: list[dict[str, Any]], events: list[OutboundEvent]
+    ) -> list[DeliveryFailed | None]:
         try:
-            posthog_batch_post(self.api_key, self.host, timeout=self.timeout, batch=messages)
+            posthog_batch_post(
+                self.api_key,
+                self.host,
+                timeout=self.policy.timeout,
+                batch=messages,
+                session=self._session,
+            )
         except PostHogAPIError as exc:
             status = int(exc.status) if str(exc.status).isdigit() else 0
-            failure = DeliveryFailed(
-                f"PostHog answered {exc.status}: {shorten(exc.message)}",
-                retryable=retryable_status(status, also=(408, 429)),
-            )
+            failure = answered("PostHog", status, also_retryable=(408, 429))
             if not failure.retryable and len(events) > 1:
                 # Refused for good: find the events at fault one by one, deliver the others.
                 return [outcome_of(self.deliver, event) for event in events]
             return [failure] * len(events)
-        except requests.RequestException as exc:
-            failure = DeliveryFailed(f"PostHog at {self.host} is unreachable: {shorten(str(exc))}")
-            return [failure] * len(events)
+        except (requests.RequestException, OutboundRefused) as exc:
+            return [unanswered("PostHog", self.host, exc)] * len(events)
         return [None] * len(events)
 
     def close(self) -> None:
@@ -150,9 +194,11 @@ class _PostHogMessages:
         return self._kept.message
 
 
-def _connect(api_key: str, host: str, own: Mapping[str, Any], timeout: float) -> PostHogSink:
+def _connect(
+    api_key: str, host: str, own: Mapping[str, Any], policy: OutboundPolicy
+) -> PostHogSink:
     return PostHogSink(
-        api_key, host, send_answers=bool(own.get("send_answers", False)), timeout=timeout
+        api_key, host, send_answers=bool(own.get("send_answers", False)), policy=policy
     )
 
 
