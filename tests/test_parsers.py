@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from console_client import Console, add_staff
+from mentorflow.cli.jobs import export
 from mentorflow.flows import authoring
 from mentorflow.flows.document import DocumentError, load_document
 from mentorflow.flows.models import Flow
+from mentorflow.jobs.models import Job
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Role
 
@@ -202,3 +205,14 @@ def test_hostile_flow_documents_are_console_form_errors(staff, name):
     ):
         assert response.status_code == 200
         assert "The document is not valid" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("timeout", ["1" + "0" * 400, "0", "86401"])
+def test_the_cli_refuses_a_wait_past_a_day(ctx, create_org, publish_flow, timeout):
+    keys = create_org("cli-wait")
+    publish_flow(keys.org, SMALL_FLOW)
+    result = ctx.test_cli_runner().invoke(export, ["cli-wait", "onboarding", "--timeout", timeout])
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.output and "1<=x<=86400" in result.output
+    db.session.rollback()
+    assert db.session.scalars(sa.select(Job)).all() == []
