@@ -355,7 +355,7 @@ def test_abandonment_ttl_changes_when_sessions_are_abandoned(
 
     for bad, message in [
         ("soon", "must look like 30m, 12h, 7d or 2w"),
-        ("30s", "at least a minute"),
+        ("30s", "at least 1m"),
         ("", "Give a duration"),
     ]:
         response = console.post("/admin/settings/general/abandonment", {"abandon_after": bad})

@@ -11,6 +11,7 @@ from flask import abort, flash, redirect, request, session, url_for
 from flask_admin import BaseView
 from flask_login import current_user
 
+from mentorflow.platform.db import fits_integer
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Org, Role, StaffUser
 from mentorflow.tenants.roles import at_least, staff_orgs
@@ -57,6 +58,8 @@ def seat() -> Seat:
 
 def for_org(model: type[T], object_id: Any) -> T:
     """Return ``model`` ``object_id`` if it belongs to the current org; 404 for anyone else's."""
+    if isinstance(object_id, int) and not fits_integer(object_id):
+        abort(404)
     obj = db.session.get(model, object_id)
     if obj is None or obj.org_id != seat().org.id:  # type: ignore[attr-defined]
         abort(404)

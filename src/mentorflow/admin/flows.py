@@ -114,9 +114,13 @@ class FlowsView(ConsoleView):
             if not seat().can(Role.MENTOR):
                 return Response("Viewers cannot change flows.", status=403)
             text = request.form.get("document", "")
-            revision = int(request.form.get("draft_revision") or 0)
+            revision = request.form.get("draft_revision", type=int)
             definition, errors = _load(text)
-            if definition is not None and definition["slug"] != flow.slug:
+            if revision is None:
+                # The page always sends the revision it showed; without it a save could
+                # overwrite a colleague's edit.
+                errors = [_error("draft_revision", "the page sent no revision number; reload it")]
+            elif definition is not None and definition["slug"] != flow.slug:
                 errors = [
                     _error(
                         "slug",
@@ -236,7 +240,10 @@ class FlowsView(ConsoleView):
         number = request.args.get("version", type=int)
         definition = flow.draft
         if number is not None:
-            definition = authoring.get_version(flow, number).definition
+            try:
+                definition = authoring.get_version(flow, number).definition
+            except authoring.FlowError as exc:
+                return Response(f"{str(exc).capitalize()}.", status=404)
         name = f"{flow.slug}{'-v' + str(number) if number else '-draft'}.yaml"
         return Response(
             dump_document(definition),

@@ -11,17 +11,25 @@ from flask import abort, flash, request
 from mentorflow.admin.access import ConsoleView
 from mentorflow.flows.analytics import format_elapsed
 from mentorflow.flows.models import Flow, FlowVersion
-from mentorflow.platform.db import utcnow
+from mentorflow.platform.db import fits_integer, utcnow
 from mentorflow.platform.extensions import db
 
 PAGE_SIZE = 50
+
+
+#: The days a date filter may name: a day past the last leaves no room for its end bound
+#: (the next midnight), and none of our data is older than the first.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
 
 
 def parse_day(value: str | None) -> date | None:
     """Return the date of an ``<input type=date>`` value; raise ValueError on anything else."""
     if not value:
         return None
-    return date.fromisoformat(value)
+    day = date.fromisoformat(value)
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"{value} is not between {FIRST_DAY} and {LAST_DAY}")
+    return day
 
 
 def day_range(since: date | None, until: date | None) -> tuple[datetime | None, datetime | None]:
@@ -40,7 +48,11 @@ def read_days(default_days: int | None) -> tuple[date | None, date | None]:
         since = parse_day(request.args.get("since")) or default_since
         until = parse_day(request.args.get("until")) or default_until
     except ValueError:
-        flash("Dates are YYYY-MM-DD; showing the default range instead.", "warning")
+        flash(
+            f"Dates are YYYY-MM-DD from {FIRST_DAY.year} to {LAST_DAY.year}; "
+            "showing the default range instead.",
+            "warning",
+        )
         return default_since, default_until
     if since and until and since > until:
         flash("The start date was after the end date; they have been swapped.", "info")
@@ -52,6 +64,8 @@ def version_of(flow: Flow, number: int | None) -> FlowVersion | None:
     """Return version ``number`` of ``flow`` (None for all versions); 404 if it has none."""
     if number is None:
         return None
+    if not fits_integer(number):
+        abort(404)
     version = db.session.scalars(
         sa.select(FlowVersion).where(FlowVersion.flow_id == flow.id, FlowVersion.number == number)
     ).first()

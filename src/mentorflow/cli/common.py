@@ -9,6 +9,10 @@ from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import Org
 
+#: ``--timeout`` of the commands that wait for a worker: whole seconds, at most a day (a
+#: longer wait is a typo, and a far longer one overflows the clock arithmetic).
+WAIT_SECONDS = click.IntRange(1, 24 * 3600)
+
 
 def fail(message: str) -> None:
     """Stop the command with ``message`` and a non-zero exit."""

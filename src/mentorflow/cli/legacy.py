@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
+from mentorflow.cli.common import WAIT_SECONDS
 from mentorflow.cli.progress import run_and_wait
 from mentorflow.flows.legacy import (
     LEGACY_IMPORT,
@@ -36,7 +37,13 @@ def legacy() -> None:
 @click.option(
     "--background", is_flag=True, help="Run as a job on a worker; wait with a progress bar."
 )
-@click.option("--timeout", default=3600, show_default=True, help="Seconds to wait for the worker.")
+@click.option(
+    "--timeout",
+    default=3600,
+    type=WAIT_SECONDS,
+    show_default=True,
+    help="Seconds to wait for the worker (1 to 86400).",
+)
 @with_appcontext
 def legacy_import(
     org_slug: str, flow_slug: str, file: Path, apply: bool, background: bool, timeout: int

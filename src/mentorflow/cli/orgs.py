@@ -37,7 +37,10 @@ def org_create(slug: str, name: str) -> None:
 @org.command("set")
 @click.argument("slug")
 @click.option("--allowed-origins", help="Comma-separated browser origins for CORS ('' clears).")
-@click.option("--abandon-after", help="Inactivity before a session is abandoned: 30m, 12h, 7d, 2w.")
+@click.option(
+    "--abandon-after",
+    help="Inactivity before a session is abandoned: 30m, 12h, 7d, 2w (1m to 365d).",
+)
 @with_appcontext
 def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -> None:
     """Change an organization's settings."""
@@ -48,7 +51,7 @@ def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -
             allowed_origins=None if allowed_origins is None else allowed_origins.split(","),
             abandon_after=None
             if abandon_after is None
-            else tenant_services.parse_duration(abandon_after),
+            else tenant_services.parse_abandon_after(abandon_after),
         )
     except tenant_services.TenantError as exc:
         fail(str(exc))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json as stdlib_json
 import re
 from typing import Any
 
 from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from mentorflow.flows import authoring, learner_sessions
 from mentorflow.flows.engine import AnswerError
@@ -23,7 +23,7 @@ from mentorflow.flows.schemas import (
 )
 from mentorflow.platform import idempotency
 from mentorflow.platform.db import begin_write
-from mentorflow.platform.errors import abort
+from mentorflow.platform.errors import Blueprint, abort
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import WriteTransaction, write_transaction
 from mentorflow.tenants.credentials import CredentialKind, check_session_token, require
@@ -197,7 +197,8 @@ def _answer_step(
                     message="This Idempotency-Key was used with a different request body.",
                     errors={"headers.Idempotency-Key": ["was used with another body"]},
                 )
-            version = json.loads(stored.response_body)["session"]["version"]
+            # Our own stored text, which may nest a level or two deeper than a request may.
+            version = stdlib_json.loads(stored.response_body)["session"]["version"]
             return _json_response(
                 stored.response_body, version, stored.status_code, Idempotent_Replayed="true"
             )

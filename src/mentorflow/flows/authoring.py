@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from mentorflow.flows.document import checksum as definition_checksum
 from mentorflow.flows.engine import CompiledFlow
 from mentorflow.flows.models import Flow, FlowVersion, PublishLog
-from mentorflow.platform.db import utcnow
+from mentorflow.platform.db import fits_integer, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Org
 
@@ -115,9 +115,13 @@ def get_version(flow: Flow, number: int | None = None) -> FlowVersion:
         if flow.published_version is None:
             raise FlowError(f"flow '{flow.slug}' has no published version")
         return flow.published_version
-    version = db.session.scalars(
-        sa.select(FlowVersion).where(FlowVersion.flow_id == flow.id, FlowVersion.number == number)
-    ).first()
+    version = None
+    if fits_integer(number):
+        version = db.session.scalars(
+            sa.select(FlowVersion).where(
+                FlowVersion.flow_id == flow.id, FlowVersion.number == number
+            )
+        ).first()
     if version is None:
         raise FlowError(f"flow '{flow.slug}' has no version {number}")
     return version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,8 @@ from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX, session_token_e
 from mentorflow.tenants.models import Org
 
 SESSION_ID_RE = r"^[0-9a-f]{32}$"
+
+log = logging.getLogger(__name__)
 
 
 class StepConflict(Exception):
@@ -467,32 +470,45 @@ def _progress(position: Any) -> dict[str, int]:
 def abandon_inactive_sessions(
     default_ttl: int, *, now: datetime | None = None, limit: int = 500
 ) -> int:
-    """Mark active sessions idle past their org's TTL abandoned; emit ``session.abandoned``."""
+    """Mark active sessions idle past their org's TTL abandoned; emit ``session.abandoned``.
+
+    Each org runs in its own savepoint: one org's failure (a setting no check let through, a
+    database error) is logged with the org named and undone, and the other orgs proceed.
+    """
     now = now or utcnow()
     abandoned = 0
-    for org in db.session.scalars(sa.select(Org)).all():
-        cutoff = now - timedelta(seconds=org.abandon_after(default_ttl))
-        sessions = db.session.scalars(
-            sa.select(LearnerSession)
-            .where(
-                LearnerSession.org_id == org.id,
-                LearnerSession.status == SessionStatus.ACTIVE,
-                LearnerSession.last_activity_at < cutoff,
-            )
-            .order_by(LearnerSession.last_activity_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for session in sessions:
-            session.status = SessionStatus.ABANDONED
-            session.version += 1
-            session.updated_at = now
-            emit_event(
-                org.id,
-                EventType.SESSION_ABANDONED,
-                _event_payload(org, session, now),
-                session_id=session.id,
-            )
-        abandoned += len(sessions)
-    db.session.flush()
+    for org in db.session.scalars(sa.select(Org).order_by(Org.id)).all():
+        slug, org_id = org.slug, org.id
+        try:
+            with db.session.begin_nested():
+                abandoned += _abandon_org_sessions(org, default_ttl, now, limit)
+        except Exception:
+            log.exception("abandonment sweep failed for org %s (id %s)", slug, org_id)
     return abandoned
+
+
+def _abandon_org_sessions(org: Org, default_ttl: int, now: datetime, limit: int) -> int:
+    cutoff = now - timedelta(seconds=org.abandon_after(default_ttl))
+    sessions = db.session.scalars(
+        sa.select(LearnerSession)
+        .where(
+            LearnerSession.org_id == org.id,
+            LearnerSession.status == SessionStatus.ACTIVE,
+            LearnerSession.last_activity_at < cutoff,
+        )
+        .order_by(LearnerSession.last_activity_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for session in sessions:
+        session.status = SessionStatus.ABANDONED
+        session.version += 1
+        session.updated_at = now
+        emit_event(
+            org.id,
+            EventType.SESSION_ABANDONED,
+            _event_payload(org, session, now),
+            session_id=session.id,
+        )
+    db.session.flush()
+    return len(sessions)

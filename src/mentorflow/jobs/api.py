@@ -7,12 +7,11 @@ from typing import Any
 import marshmallow as ma
 from flask import send_file, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
 from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.jobs.runner import job_file
-from mentorflow.platform.errors import abort
+from mentorflow.platform.errors import Blueprint, abort
 from mentorflow.tenants.credentials import CredentialKind, require
 from mentorflow.tenants.scoping import scope_blueprint_to_org
 from mentorflow.tenants.tenancy import current_org, get_for_org

@@ -25,6 +25,21 @@ NAMING_CONVENTION = {
 }
 
 
+#: The largest value an INTEGER column holds on every database we run on (PostgreSQL's int4);
+#: ids and version numbers are INTEGER columns.
+MAX_INTEGER = 2**31 - 1
+
+
+def fits_integer(value: object) -> bool:
+    """Tell whether ``value`` is an int an INTEGER column can hold.
+
+    A larger number from a URL or a form can match no row, and binding it fails on both
+    databases (SQLite: OverflowError; PostgreSQL: "integer out of range"), so callers answer
+    "not found" without querying.
+    """
+    return isinstance(value, int) and -MAX_INTEGER - 1 <= value <= MAX_INTEGER
+
+
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)

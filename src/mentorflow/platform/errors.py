@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, json, request
+import flask_smorest
+from flask import Request, Response, json, request
 from flask_smorest import Api
 from flask_smorest import abort as abort
-from werkzeug.exceptions import HTTPException
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 PROBLEM_JSON = "application/problem+json"
@@ -113,3 +116,38 @@ class ProblemApi(Api):
             extra=data.get("extra"),
             headers=headers,
         )
+
+
+class BodyParser(FlaskParser):
+    """webargs' Flask parser, reading a JSON body through ``request.get_json``.
+
+    The body is decoded once per request (the edge's text check and the idempotency
+    fingerprint reuse it) by the app's bounded JSON provider, and what it refuses is a 400
+    problem saying why, not a 500.
+    """
+
+    def _raw_load_json(self, req: Request) -> Any:
+        if not is_json_request(req):
+            return webargs_core.missing
+        if req.get_data(cache=True) == b"":
+            return webargs_core.missing
+        try:
+            return req.get_json(force=True)
+        except BadRequest as exc:
+            abort(400, message=f"The request body is not valid JSON: {_decode_error(exc)}.")
+
+
+def _decode_error(exc: BaseException) -> BaseException:
+    """Return the decoder's ValueError behind Flask's generic BadRequest (or ``exc``)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ValueError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's ``Blueprint`` with the bounded body parser."""
+
+    ARGUMENTS_PARSER = BodyParser()

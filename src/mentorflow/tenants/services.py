@@ -14,8 +14,15 @@ from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import ApiKey, KeyKind, Membership, Org, Role, StaffUser
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
-DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# ASCII digits only (``\d`` would take "²", which int() refuses), and few of them: a longer
+# number is no duration and would only reach int()'s digit limit.
+DURATION_RE = re.compile(r"^(\d{1,12})\s*([smhdw]?)$", re.ASCII)
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration any setting takes. Longer is a typo, and far longer overflows the date
+#: arithmetic of the periodic work that reads it (the abandonment sweep).
+MAX_DURATION = 365 * 86400
+#: The shortest inactivity before a session is abandoned.
+MIN_ABANDON_AFTER = 60
 #: At most this many CORS origins per org, when listed in the console.
 MAX_ORIGINS = 50
 
@@ -44,15 +51,41 @@ def create_org(slug: str, name: str) -> Org:
     return org
 
 
-def parse_duration(text: str) -> int:
-    """Return seconds for ``30m``, ``12h``, ``7d``, ``2w`` or a plain number of seconds."""
+def parse_duration(
+    text: str, *, minimum: int = 1, maximum: int = MAX_DURATION, what: str = "duration"
+) -> int:
+    """Return seconds for ``30m``, ``12h``, ``7d``, ``2w`` or a plain number of seconds.
+
+    Raise ``TenantError`` naming ``what`` unless the result is within ``minimum``..``maximum``.
+    """
     text = text.strip().lower()
-    if text.isdigit():
-        return int(text)
     match = DURATION_RE.match(text)
     if not match:
-        raise TenantError(f"duration '{text}' must look like 30m, 12h, 7d or 2w")
-    return int(match.group(1)) * DURATION_UNITS[match.group(2)]
+        raise TenantError(f"{what} '{text}' must look like 30m, 12h, 7d or 2w")
+    return check_duration(
+        int(match.group(1)) * DURATION_UNITS[match.group(2)],
+        minimum=minimum,
+        maximum=maximum,
+        what=what,
+    )
+
+
+def check_duration(
+    seconds: int, *, minimum: int = 1, maximum: int = MAX_DURATION, what: str = "duration"
+) -> int:
+    """Return ``seconds`` if within ``minimum``..``maximum``, else raise ``TenantError``."""
+    if seconds < minimum:
+        raise TenantError(f"{what} must be at least {format_duration(minimum)}")
+    if seconds > maximum:
+        raise TenantError(f"{what} must be at most {format_duration(maximum)}")
+    return seconds
+
+
+def parse_abandon_after(text: str) -> int:
+    """Return the seconds of an abandonment TTL as staff write it (console and CLI)."""
+    return parse_duration(
+        text, minimum=MIN_ABANDON_AFTER, maximum=MAX_DURATION, what="abandon-after"
+    )
 
 
 def format_duration(seconds: int) -> str:
@@ -119,9 +152,9 @@ def update_org_settings(
     if allowed_origins is not None:
         settings["allowed_origins"] = sorted({normalize_origin(o) for o in allowed_origins if o})
     if abandon_after is not None:
-        if abandon_after < 60:
-            raise TenantError("abandon-after must be at least a minute")
-        settings["abandon_after"] = abandon_after
+        settings["abandon_after"] = check_duration(
+            abandon_after, minimum=MIN_ABANDON_AFTER, maximum=MAX_DURATION, what="abandon-after"
+        )
     org.settings = settings
     db.session.flush()
     return org

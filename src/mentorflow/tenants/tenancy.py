@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from flask import current_app, g
 from werkzeug.local import LocalProxy
 
+from mentorflow.platform.db import fits_integer
 from mentorflow.platform.errors import abort
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Org, OrgSettings
@@ -68,7 +69,9 @@ def enter_org(slug: str, credential_org_id: int | None) -> OrgInfo:
 
 def get_for_org(model: type[T], object_id: object, what: str | None = None) -> T:
     """Return ``model`` ``object_id`` if it belongs to the current org, else 404."""
-    obj = db.session.get(model, object_id)
+    # An id past what the column holds matches nothing (and would fail to bind).
+    unstorable = isinstance(object_id, int) and not fits_integer(object_id)
+    obj = None if unstorable else db.session.get(model, object_id)
     if obj is None or obj.org_id != current_org.id:  # type: ignore[attr-defined]
         label = what or model.__name__.lower()
         abort(404, message=f"No {label} '{object_id}'.")

@@ -39,11 +39,9 @@ class AbandonmentForm(FlaskForm):
 
     def validate_abandon_after(self, field: StringField) -> None:
         try:
-            self.seconds = tenant_services.parse_duration(field.data)
+            self.seconds = tenant_services.parse_abandon_after(field.data)
         except tenant_services.TenantError as exc:
             raise ValidationError(f"The {exc}.") from exc
-        if self.seconds < 60:
-            raise ValidationError("Use at least a minute (1m).")
 
 
 def general_context(org: Org) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import yaml
 
 from mentorflow.flows.document.errors import DocumentError, FieldError
 from mentorflow.flows.document.validate import validate_document
+from mentorflow.platform import jsonio
 
 MAX_DOCUMENT_CHARS = 1_000_000
 
@@ -18,7 +19,9 @@ _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 class _Loader(yaml.SafeLoader):
-    """A safe YAML loader that rejects aliases and duplicate keys."""
+    """A safe YAML loader that rejects aliases, duplicate keys and deep nesting."""
+
+    _depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         # An alias can expand into an enormous structure ("billion laughs"); flows never need one.
@@ -27,7 +30,19 @@ class _Loader(yaml.SafeLoader):
             raise yaml.composer.ComposerError(
                 None, None, "aliases (*name) are not allowed in flow documents", event.start_mark
             )
-        return super().compose_node(parent, index)
+        # Composing recurses once per level: bound it well before the interpreter's limit.
+        if self._depth >= jsonio.MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"lists and mappings nest more than {jsonio.MAX_DEPTH} levels",
+                self.peek_event().start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         # PyYAML keeps the last of two equal keys; a duplicated field is almost always a mistake.
@@ -49,6 +64,20 @@ class _Loader(yaml.SafeLoader):
                     )
                 seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        # int() refuses (ValueError, no line) past the interpreter's digit limit; say it here.
+        if len(node.value.replace("_", "").lstrip("+-")) > jsonio.MAX_INT_DIGITS:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"a number has more than {jsonio.MAX_INT_DIGITS} digits",
+                node.start_mark,
+            )
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 class _DuplicateJsonKey(ValueError):
@@ -99,7 +128,7 @@ def parse_document(text: str | bytes) -> dict:
     # JSON is YAML, but PyYAML rejects tab-indented JSON and its messages confuse JSON authors.
     if text.lstrip().startswith(("{", "[")):
         try:
-            return _mapping_root(json.loads(text, object_pairs_hook=_json_object))
+            return _mapping_root(jsonio.loads(text, object_pairs_hook=_json_object))
         except _DuplicateJsonKey as exc:
             message = f"field '{exc.args[0]}' appears twice in the same object"
             raise DocumentError([FieldError("", message)]) from None
@@ -107,10 +136,16 @@ def parse_document(text: str | bytes) -> dict:
             json_error = FieldError(
                 "", f"invalid JSON: {exc.msg} at column {exc.colno}", exc.lineno
             )
+        except jsonio.JSONLimitError as exc:
+            raise DocumentError([FieldError("", f"invalid JSON: {exc}")]) from None
     try:
         document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as exc:
         raise DocumentError([json_error or _yaml_error(exc)]) from None
+    except ValueError as exc:
+        # A scalar YAML resolves to a type it cannot build: a date such as 2024-13-45, an
+        # integer past the interpreter's digit limit.
+        raise DocumentError([json_error or FieldError("", f"invalid YAML: {exc}")]) from None
     return _mapping_root(document)
 
 
