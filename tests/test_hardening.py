@@ -21,6 +21,7 @@ from flask_migrate import upgrade
 
 from console_client import Console, add_staff
 from mentorflow.app import create_app
+from mentorflow.cli.demo import seed_demo
 from mentorflow.flows.models import LearnerSession, SessionStatus
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
@@ -178,12 +179,13 @@ def test_instance_files_are_created_owner_only(tmp_path):
         app = create_app({"INSTANCE_PATH": str(instance), "DATABASE_URL": "", "SECRET_KEY": ""})
         with app.app_context():
             upgrade()
+            seed_demo()  # writes the demo's keys and staff password to demo.json
             db.engine.dispose()
     finally:
         os.umask(previous)
 
     assert stat.S_IMODE(instance.stat().st_mode) == 0o700
-    for name in ("mentorflow.db", "secret_key"):
+    for name in ("mentorflow.db", "secret_key", "demo.json"):
         assert stat.S_IMODE((instance / name).stat().st_mode) == 0o600, name
     assert app.config["SECRET_KEY"] == (instance / "secret_key").read_text()
 

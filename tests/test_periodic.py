@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from console_client import Console, add_staff
 from mentorflow.cli.deliveries import deliveries_retry, deliveries_status
+from mentorflow.app import create_app
 from mentorflow.cli.orgs import org_set
 from mentorflow.flows import learner_sessions
 from mentorflow.flows.models import LearnerSession
@@ -144,6 +145,13 @@ def test_the_service_refuses_an_unbounded_ttl_from_any_caller(ctx, create_org):
     with pytest.raises(tenant_services.TenantError, match="at most 365d"):
         tenant_services.update_org_settings(keys.org, abandon_after=1_000_000 * 86400)
     db.session.rollback()
+
+
+@pytest.mark.parametrize("given", ["86400000000", "0", "a week"])
+def test_the_operators_default_ttl_is_bounded_at_startup(tmp_path, given):
+    # Checked where it is read, so a typo stops the install instead of failing every sweep.
+    with pytest.raises(ValueError, match="MENTORFLOW_ABANDON_AFTER must be a number of seconds"):
+        create_app({"INSTANCE_PATH": str(tmp_path), "ABANDON_AFTER": given})
 
 
 def test_idempotency_keys_are_pruned_after_24_hours(ctx, create_org, publish_flow, learner):

@@ -21,6 +21,7 @@ from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.platform.files import open_private
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import ApiKey, KeyKind, Org, Role
 
@@ -57,8 +58,8 @@ def seed_demo() -> Demo:
     _seed_sessions(org, flow, version)
     db.session.commit()
     saved = {"staff_password": password, **{kind.value: secret for kind, secret in keys.items()}}
-    secrets_file.write_text(json.dumps(saved, indent=2))
-    secrets_file.chmod(0o600)
+    with open_private(secrets_file) as out:
+        out.write(json.dumps(saved, indent=2))
     return Demo(
         org=org.slug,
         flow=flow.slug,

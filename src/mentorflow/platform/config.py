@@ -10,6 +10,12 @@ from typing import Any
 from mentorflow.platform import jsonio
 from mentorflow.platform.files import make_private_dir, open_private, touch_private
 
+#: The longest duration any setting takes. Longer is a typo, and far longer overflows the date
+#: arithmetic of the periodic work that reads it (the abandonment sweep).
+MAX_DURATION = 365 * 86400
+#: The shortest inactivity before a session is abandoned.
+MIN_ABANDON_AFTER = 60
+
 #: Every setting an operator may change, with its default. The README documents each one.
 DEFAULTS: dict[str, Any] = {
     # SQLAlchemy URL; empty means a SQLite file in the instance folder.
@@ -135,6 +141,24 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["SESSION_COOKIE_SECURE"] = bool(config.get("SECURE_COOKIES"))
     config["SINKS"] = _as_list(config["SINKS"])
     config["TRUSTED_PROXIES"] = _proxy_count(config["TRUSTED_PROXIES"])
+    config["ABANDON_AFTER"] = _bounded_seconds(
+        "ABANDON_AFTER", config["ABANDON_AFTER"], MIN_ABANDON_AFTER, MAX_DURATION
+    )
+
+
+def _bounded_seconds(name: str, value: Any, minimum: int, maximum: int) -> int:
+    # The operator's default meets the bounds an org's own setting meets: a typo such as
+    # 1000000 days would otherwise fail the sweep for every org that keeps the default.
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        seconds = None
+    if seconds is None or not minimum <= seconds <= maximum:
+        raise ValueError(
+            f"MENTORFLOW_{name} must be a number of seconds from {minimum} to {maximum}, "
+            f"not {value!r}"
+        )
+    return seconds
 
 
 def _proxy_count(value: Any) -> int:

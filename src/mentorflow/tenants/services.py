@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from mentorflow.platform.config import MAX_DURATION, MIN_ABANDON_AFTER
 from mentorflow.platform.crypto import display_prefix, generate_secret, hash_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
@@ -18,11 +19,6 @@ SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
 # number is no duration and would only reach int()'s digit limit.
 DURATION_RE = re.compile(r"^(\d{1,12})\s*([smhdw]?)$", re.ASCII)
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-#: The longest duration any setting takes. Longer is a typo, and far longer overflows the date
-#: arithmetic of the periodic work that reads it (the abandonment sweep).
-MAX_DURATION = 365 * 86400
-#: The shortest inactivity before a session is abandoned.
-MIN_ABANDON_AFTER = 60
 #: At most this many CORS origins per org, when listed in the console.
 MAX_ORIGINS = 50
 
