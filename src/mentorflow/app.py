@@ -15,6 +15,7 @@ from mentorflow.platform.db import install_sqlite_behaviour
 from mentorflow.platform.extensions import api, db, migrate
 from mentorflow.platform.jsonio import JSONProvider
 from mentorflow.platform.ratelimit import init_rate_limit
+from mentorflow.platform.requestid import init_request_id, log_handler
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -34,9 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Owner-only when new: it holds the SQLite database, exports and the generated secret.
     instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     config_module.finalize(app.config, instance_path)
-    logging.basicConfig(
-        level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=app.config["LOG_LEVEL"], handlers=[log_handler()])
 
     _import_models()
     db.init_app(app)
@@ -47,6 +46,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True
     )
     api.init_app(app)
+    init_request_id(app)
     init_rate_limit(app)
     _register_blueprints(app)
     _register_health(app)

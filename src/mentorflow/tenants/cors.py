@@ -6,8 +6,14 @@ from flask import Response, current_app, request
 
 from mentorflow.tenants.tenancy import find_org
 
-ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match"
-EXPOSED_HEADERS = "ETag, Idempotent-Replayed, Retry-After, Location"
+ALLOWED_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, X-Request-Id"
+)
+#: Response headers a browser client may read (beyond the CORS-safelisted ones).
+EXPOSED_HEADERS = (
+    "ETag, Idempotent-Replayed, Retry-After, Location, WWW-Authenticate, "
+    "RateLimit, RateLimit-Policy, X-Request-Id"
+)
 
 
 def _allowed_origin(org_slug: str | None) -> str | None:
