@@ -1,7 +1,10 @@
 """Rate limits per client address and per account, counted with the ``limits`` library.
 
 The public API (``/v1/``) allows ``MENTORFLOW_RATE_LIMIT`` requests per address: one counter
-increment in a ``before_request`` hook, a problem+json 429 with ``Retry-After`` past it. CORS
+increment in a ``before_request`` hook, a problem+json 429 with ``Retry-After`` past it. Every
+counted response says where the client stands in the ``RateLimit-Policy`` and ``RateLimit``
+fields of the IETF draft (draft-ietf-httpapi-ratelimit-headers-10), e.g.
+``RateLimit-Policy: "api";q=1200;w=60`` and ``RateLimit: "api";r=1187;t=42``. CORS
 preflights (``OPTIONS``) are not counted: a browser sends one before a real request, which is
 counted. The console throttles its password forms with :func:`throttle` and sign-in with
 :func:`throttle_sign_in` (per address and per account). An empty ``MENTORFLOW_RATE_LIMIT``
@@ -28,10 +31,11 @@ import hashlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, g, request
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
@@ -245,8 +249,31 @@ def refuse_per_process_storage(config: Any, workers: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Quota:
+    """Where one key stands in its window after a request was counted."""
+
+    scope: str
+    limit: int
+    window: int
+    remaining: int
+    #: Seconds until the window ends (and the quota is whole again).
+    reset: int
+    exceeded: bool
+
+    def headers(self) -> dict[str, str]:
+        """The draft's ``RateLimit-Policy`` and ``RateLimit`` fields for this quota."""
+        return {
+            "RateLimit-Policy": f'"{self.scope}";q={self.limit};w={self.window}',
+            "RateLimit": f'"{self.scope}";r={self.remaining};t={self.reset}',
+        }
+
+
 class RateLimit:
     """``limit`` (such as ``"10 per minute"``) per key in a fixed window, under ``scope``."""
+
+    #: Window ends remembered per process, so a hit needs one storage call, not three.
+    MAX_REMEMBERED_WINDOWS = 10_000
 
     def __init__(
         self,
@@ -260,7 +287,9 @@ class RateLimit:
         self.scope = scope
         self.fail_closed = fail_closed
         self._limiter = FixedWindowRateLimiter(storage)
+        self._storage = storage
         self._storage_down_until = 0.0
+        self._window_ends: dict[str, float] = {}
 
     def hit(self, key: str) -> int | None:
         """Count one request for ``key``; return the seconds to wait if it is over the limit.
@@ -268,12 +297,20 @@ class RateLimit:
         A storage outage (Redis down) lets requests through, logged, or with ``fail_closed``
         raises :class:`LimiterUnavailable`.
         """
+        quota = self.count(key)
+        return quota.reset if quota is not None and quota.exceeded else None
+
+    def count(self, key: str) -> Quota | None:
+        """Count one request for ``key``; return its quota (None while the storage is down,
+        or :class:`LimiterUnavailable` with ``fail_closed``)."""
         if time.monotonic() < self._storage_down_until:
             return self._unavailable()
+        counter = self.item.key_for(self.scope, key)
+        window = self.item.get_expiry()
         try:
-            if self._limiter.hit(self.item, self.scope, key):
-                return None
-            reset_time, _ = self._limiter.get_window_stats(self.item, self.scope, key)
+            # What FixedWindowRateLimiter.hit does, keeping the count it drops.
+            count = self._storage.incr(counter, window)
+            window_end = self._window_end(counter, count, window)
         except Exception:
             self._storage_down_until = time.monotonic() + STORAGE_RETRY_SECONDS
             if self.fail_closed:
@@ -281,7 +318,31 @@ class RateLimit:
             else:
                 log.exception("rate-limit storage failed; requests pass unchecked for a while")
             return self._unavailable()
-        return max(1, math.ceil(reset_time - time.time()))
+        return Quota(
+            scope=self.scope,
+            limit=self.item.amount,
+            window=window,
+            remaining=max(0, self.item.amount - count),
+            reset=max(1, math.ceil(window_end - time.time())),
+            exceeded=count > self.item.amount,
+        )
+
+    def _window_end(self, counter: str, count: int, window: int) -> float:
+        """Return when the counter's window ends (epoch seconds)."""
+        now = time.time()
+        if count == 1:
+            # This hit opened the window: the storage set its expiry to now + window.
+            end = now + window
+        else:
+            end = self._window_ends.get(counter, 0.0)
+            if end > now:
+                return end
+            # Opened by another process (or before this one remembered it): ask once.
+            end = self._storage.get_expiry(counter)
+        if len(self._window_ends) >= self.MAX_REMEMBERED_WINDOWS:
+            self._window_ends.clear()
+        self._window_ends[counter] = end
+        return end
 
     def _unavailable(self) -> None:
         if self.fail_closed:
@@ -308,16 +369,27 @@ def init_rate_limit(app: Flask) -> None:
 
     @app.before_request
     def _limit_api() -> None:
-        if request.method == "OPTIONS" or not request.path.startswith(API_PREFIX):
+        if request.method == "OPTIONS" or not _is_api_path(request.path):
             return
-        retry_after = api_limit.hit(request.remote_addr or "unknown")
-        if retry_after is not None:
+        quota = g.rate_limit_quota = api_limit.count(request.remote_addr or "unknown")
+        if quota is not None and quota.exceeded:
             abort(
                 429,
                 message=f"Too many requests: the limit is {api_limit.item}. "
-                f"Retry in {retry_after} s.",
-                headers={"Retry-After": str(retry_after)},
+                f"Retry in {quota.reset} s.",
+                headers={"Retry-After": str(quota.reset)},
             )
+
+    @app.after_request
+    def _quota_headers(response: Response) -> Response:
+        quota = g.get("rate_limit_quota")
+        if quota is not None:
+            response.headers.update(quota.headers())
+        return response
+
+
+def _is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIX) or path == API_PREFIX.rstrip("/")
 
 
 def throttle(limit: str, scope: str, message: str, *, key: str | None = None) -> None:
