@@ -32,6 +32,11 @@ PROBLEM_TYPES = {
 }
 
 
+def is_api_path(path: str) -> bool:
+    """Tell whether ``path`` is the API's (``/v1`` itself, anything under it, ``/healthz``)."""
+    return path == "/v1" or path.startswith(API_PREFIXES)
+
+
 def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     """Flatten nested marshmallow/webargs messages into ``{"a.b": ["..."]}``."""
     if isinstance(messages, dict):
@@ -95,7 +100,7 @@ class ProblemApi(Api):
     """flask-smorest ``Api`` whose errors are problem+json."""
 
     def handle_http_exception(self, error: HTTPException) -> Any:
-        if not request.path.startswith(API_PREFIXES):
+        if not is_api_path(request.path):
             return error
         data = getattr(error, "data", None) or {}
         headers = dict(data.get("headers") or {})
