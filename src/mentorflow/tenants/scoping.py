@@ -41,12 +41,38 @@ def scope_blueprint_to_org(blueprint: Any) -> None:
                 )
             if owner[1] != org.id:
                 abort(404, message=f"No organization '{slug}'.")
+        refuse_non_json_body()
         refuse_unstorable_text()
         return None
 
     @blueprint.after_request
     def _cors(response: Any) -> Any:
         return add_cors_headers(response, (request.view_args or {}).get("org"))
+
+
+def refuse_non_json_body() -> None:
+    """Answer 415 when a POST, PUT or PATCH sends a body that is not declared JSON.
+
+    A body with no Content-Type or another one would otherwise read as no fields at all and
+    come back as a misleading 422. A bodiless POST (every field optional) needs no type.
+    """
+    if request.method not in ("POST", "PUT", "PATCH") or request.is_json:
+        return
+    if not request.mimetype and not _has_body():
+        return
+    sent = request.mimetype or "no Content-Type"
+    abort(
+        415,
+        message=f"The request body must be JSON, sent with 'Content-Type: application/json'; "
+        f"got {sent}.",
+    )
+
+
+def _has_body() -> bool:
+    if request.content_length:
+        return True
+    # Chunked (no Content-Length): look at what arrived, within the API's body limit.
+    return request.content_length is None and bool(request.get_data(cache=True))
 
 
 def refuse_unstorable_text() -> None:
