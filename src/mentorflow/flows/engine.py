@@ -16,6 +16,8 @@ from email_validator import EmailNotValidError, validate_email
 from mentorflow.flows.document import is_number, takes_answer, validate_document
 
 CONTACT_NAME_MAX_LENGTH = 200
+#: The step field for the legacy import's mapping: the org's own, never shown to learners.
+PRIVATE_STEP_FIELD = "legacy_key"
 PHONE_LENGTH = (7, 20)
 
 _PHONE = re.compile(r"\+?[0-9][0-9 -]*[0-9]")
@@ -125,22 +127,25 @@ class CompiledFlow:
 
     def step(self, step_id: str) -> dict[str, Any]:
         """Return a copy of the step's definition with its phase id and title."""
-        return copy.deepcopy(self.step_view(step_id))
+        phase = self._phase_by_step[step_id]
+        return {
+            **copy.deepcopy(self._steps[step_id]),
+            "phase_id": phase["id"],
+            "phase_title": phase["title"],
+        }
 
     def step_view(self, step_id: str) -> dict[str, Any]:
-        """Return the step's definition with its phase id and title, shared: never mutate it.
+        """Return the step as learners see it (its phase id and title, no ``legacy_key``),
+        shared: never mutate it.
 
         Built once per step of this (immutable) flow, for the hot path that only reads it or
         turns it into JSON.
         """
         view = self._step_views.get(step_id)
         if view is None:
-            phase = self._phase_by_step[step_id]
-            view = self._step_views[step_id] = {
-                **copy.deepcopy(self._steps[step_id]),
-                "phase_id": phase["id"],
-                "phase_title": phase["title"],
-            }
+            view = self.step(step_id)
+            view.pop(PRIVATE_STEP_FIELD, None)
+            self._step_views[step_id] = view
         return view
 
     def phase_of(self, step_id: str) -> str:
