@@ -121,7 +121,7 @@ class PublishedFlow(MethodView):
             "version": version.number,
             "checksum": version.checksum,
             "published_at": version.published_at,
-            "definition": version.definition,
+            "definition": learner_sessions.public_definition(version.definition),
         }
         return body, {"ETag": etag}
 
@@ -132,17 +132,128 @@ class FlowSessions(MethodView):
     @blp.response(201, SessionCreatedSchema)
     def post(self, contact: dict[str, Any], org: str, flow: str) -> Any:
         """Start a learner session on the flow's published version."""
-        require(*KEYS)
+        credential = require(*KEYS)
+        key = _idempotency_key()
         begin_write(db.session)
-        found = authoring.find_published(current_org.id, flow)
-        if found is None:
-            abort(404, message=f"No published flow '{flow}'.")
-        session, token = learner_sessions.start_session(current_org, *found, **contact)
-        body = learner_sessions.session_state(current_org, learner_sessions.session_record(session))
-        db.session.commit()
-        body["token"] = token
-        location = url_for("learner.LearnerSessionResource", org=org, session_id=session.id)
-        return _state_response(body, 201, Location=location)
+        if key is None:
+            return _start_session(org, flow, contact)
+        assert credential.key_id is not None
+        fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
+        replay = _replayed_start(credential.key_id, key, fingerprint)
+        if replay is not None:
+            return replay
+        return _start_session(org, flow, contact, (credential.key_id, key, fingerprint))
+
+
+def _start_session(
+    org: str,
+    flow: str,
+    contact: dict[str, Any],
+    start_key: tuple[int, str, str] | None = None,
+) -> Response:
+    """Start the session and commit; under ``start_key`` (API key id, key, fingerprint) store
+    the response for retries, or replay a concurrent retry's that committed first."""
+    found = authoring.find_published(current_org.id, flow)
+    if found is None:
+        abort(404, message=f"No published flow '{flow}'.")
+    session, token = learner_sessions.start_session(current_org, *found, **contact)
+    body = learner_sessions.session_state(current_org, learner_sessions.session_record(session))
+    body["token"] = token
+    text = json.dumps(body)
+    if start_key is not None:
+        api_key_id, key, fingerprint = start_key
+        stored = idempotency.store_start(
+            current_org.id,
+            api_key_id,
+            key,
+            session.id,
+            fingerprint,
+            201,
+            text,
+            current_app.config,
+        )
+        if not stored:
+            # The first attempt committed while this one ran: drop this session, replay that.
+            db.session.rollback()
+            replay = _replayed_start(api_key_id, key, fingerprint)
+            assert replay is not None
+            return replay
+    db.session.commit()
+    location = url_for("learner.LearnerSessionResource", org=org, session_id=session.id)
+    return _json_response(text, body["session"]["version"], 201, Location=location)
+
+
+def _replayed_start(api_key_id: int, key: str, fingerprint: str) -> Response | None:
+    """Return the stored start response for ``key`` (422 if its body differed), or None."""
+    try:
+        stored = idempotency.find_start(current_org.id, api_key_id, key, current_app.config)
+    except idempotency.UnreadableStoredResponse:
+        abort(
+            422,
+            problem="idempotency-key-reused",
+            message="The response stored for this Idempotency-Key can no longer be read; "
+            "start again with a new key.",
+            errors={"headers.Idempotency-Key": ["can no longer be replayed"]},
+        )
+    if stored is None:
+        return None
+    _check_same_request(stored, fingerprint)
+    created = stdlib_json.loads(stored.response_body)["session"]
+    location = url_for(
+        "learner.LearnerSessionResource", org=current_org.slug, session_id=created["id"]
+    )
+    return _json_response(
+        stored.response_body,
+        created["version"],
+        stored.status_code,
+        Location=location,
+        Idempotent_Replayed="true",
+    )
+
+
+def _idempotency_key() -> str | None:
+    """Return the request's Idempotency-Key header, if sent; 422 unless 1 to 255 characters."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        abort(
+            422,
+            errors={"headers.Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]},
+        )
+    return key
+
+
+def _check_same_request(stored: idempotency.StoredResponse, fingerprint: str) -> None:
+    """422 naming the key when it was first used with another request."""
+    if stored.request_hash != fingerprint:
+        abort(
+            422,
+            problem="idempotency-key-reused",
+            message="This Idempotency-Key was used with a different request body.",
+            errors={"headers.Idempotency-Key": ["was used with another body"]},
+        )
+
+
+def _replayed_move(session_id: str, key: str, fingerprint: str, connection: Any) -> Response | None:
+    """Return the stored step or back response for ``key`` (422 if its body differed)."""
+    stored = idempotency.find_stored(current_org.id, session_id, key, connection)
+    if stored is None:
+        return None
+    _check_same_request(stored, fingerprint)
+    # Our own stored text, which may nest a level or two deeper than a request may.
+    version = stdlib_json.loads(stored.response_body)["session"]["version"]
+    return _json_response(
+        stored.response_body, version, stored.status_code, Idempotent_Replayed="true"
+    )
+
+
+def _check_if_match(version: int) -> None:
+    """412 when If-Match names another version of the session."""
+    if request.if_match and not _etag_matches(request.if_match, str(version)):
+        abort(
+            412,
+            problem="version-mismatch",
+            message=f"The session is at version {version}; If-Match did not match.",
+        )
 
 
 @blp.route("/sessions/<session_id>")
@@ -167,14 +278,7 @@ class SessionSteps(MethodView):
     @blp.alt_response(412, description="If-Match does not match the session version")
     def post(self, submission: dict[str, Any], org: str, session_id: str) -> Any:
         """Answer the current step: saves the answer and the new position in one transaction."""
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
-            abort(
-                422,
-                errors={
-                    "headers.Idempotency-Key": [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]
-                },
-            )
+        key = _idempotency_key()
         # The response is built inside the transaction and leaves after its commit.
         with write_transaction() as transaction:
             return _answer_step(transaction, session_id, submission, key)
@@ -188,36 +292,17 @@ def _answer_step(
     session = _load_session(session_id, transaction)
     if key is not None:
         fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
-        stored = idempotency.find_stored(current_org.id, session_id, key, connection)
-        if stored is not None:
-            if stored.request_hash != fingerprint:
-                abort(
-                    422,
-                    problem="idempotency-key-reused",
-                    message="This Idempotency-Key was used with a different request body.",
-                    errors={"headers.Idempotency-Key": ["was used with another body"]},
-                )
-            # Our own stored text, which may nest a level or two deeper than a request may.
-            version = stdlib_json.loads(stored.response_body)["session"]["version"]
-            return _json_response(
-                stored.response_body, version, stored.status_code, Idempotent_Replayed="true"
-            )
+        replay = _replayed_move(session_id, key, fingerprint, connection)
+        if replay is not None:
+            return replay
     stale_step = (
         submission["step_id"] != session.current_step_id
         or session.status == SessionStatus.COMPLETED
     )
     # A stale step is a 409 carrying the state to re-render (commit_step raises it), even
     # when If-Match is stale too; 412 is for the right step at another version.
-    if (
-        not stale_step
-        and request.if_match
-        and not _etag_matches(request.if_match, str(session.version))
-    ):
-        abort(
-            412,
-            problem="version-mismatch",
-            message=f"The session is at version {session.version}; If-Match did not match.",
-        )
+    if not stale_step:
+        _check_if_match(session.version)
     try:
         learner_sessions.commit_step(
             current_org, session, submission["step_id"], submission.get("answer"), transaction
@@ -245,18 +330,39 @@ class SessionBack(MethodView):
     @blp.alt_response(409, description="The step was not completed in this session")
     def post(self, target: dict[str, Any], org: str, session_id: str) -> Any:
         """Go back to a step the session already completed; answers are kept."""
+        key = _idempotency_key()
         with write_transaction() as transaction:
-            session = _load_session(session_id, transaction)
-            try:
-                learner_sessions.go_back(current_org, session, target["step_id"], transaction)
-            except learner_sessions.SessionClosed as exc:
-                _conflict(exc, "session-closed")
-            except learner_sessions.StepConflict as exc:
-                _conflict(exc, "step-conflict")
-            except learner_sessions.UnknownStep:
-                abort(422, errors={"step_id": [f"unknown step '{target['step_id']}'"]})
-            body = learner_sessions.session_state(current_org, session)
-        return _state_response(body)
+            return _go_back(transaction, session_id, target["step_id"], key)
+
+
+def _go_back(
+    transaction: WriteTransaction, session_id: str, step_id: str, key: str | None
+) -> Response:
+    """Go back in ``transaction``: the new state, or the replayed first response."""
+    session = _load_session(session_id, transaction)
+    if key is not None:
+        fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
+        replay = _replayed_move(session_id, key, fingerprint, transaction.connection)
+        if replay is not None:
+            return replay
+    try:
+        # A target it can't go back to is a 409 with the state to re-render, as for steps,
+        # even when If-Match is stale too.
+        learner_sessions.check_back_target(session, step_id)
+        _check_if_match(session.version)
+        learner_sessions.go_back(current_org, session, step_id, transaction)
+    except learner_sessions.SessionClosed as exc:
+        _conflict(exc, "session-closed")
+    except learner_sessions.StepConflict as exc:
+        _conflict(exc, "step-conflict")
+    except learner_sessions.UnknownStep:
+        abort(422, errors={"step_id": [f"unknown step '{step_id}'"]})
+    text = json.dumps(learner_sessions.session_state(current_org, session))
+    if key is not None:
+        idempotency.store_response(
+            current_org.id, session_id, key, fingerprint, 200, text, transaction.connection
+        )
+    return _json_response(text, session.version)
 
 
 @blp.route("/sessions/<session_id>/context")

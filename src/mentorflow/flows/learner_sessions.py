@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from mentorflow.flows.authoring import VersionInfo, version_info
 from mentorflow.flows.document import takes_answer
+from mentorflow.flows.engine import PRIVATE_STEP_FIELD
 from mentorflow.flows.models import (
     EventKind,
     Flow,
@@ -324,14 +325,7 @@ def go_back(
     transaction: WriteTransaction | None = None,
 ) -> SessionRecord:
     """Move the session back to a step it already completed; answers are kept."""
-    if session.status == SessionStatus.COMPLETED:
-        raise SessionClosed(session, "This session is completed; it cannot go back.")
-    flow = session.flow_version.engine
-    if not flow.has_step(step_id):
-        raise UnknownStep(step_id)
-    completed = flow.position(session.answers, session.current_step_id).completed_step_ids
-    if step_id not in completed:
-        raise StepConflict(session, f"Step '{step_id}' has not been completed in this session.")
+    check_back_target(session, step_id)
     from_step_id = session.current_step_id
     session.current_step_id = step_id
     session.status = SessionStatus.ACTIVE
@@ -346,6 +340,35 @@ def go_back(
         from_step_id=from_step_id,
     )
     return session
+
+
+def check_back_target(session: SessionRecord, step_id: str) -> None:
+    """Raise unless the session can go back to ``step_id`` (a step it completed)."""
+    if session.status == SessionStatus.COMPLETED:
+        raise SessionClosed(session, "This session is completed; it cannot go back.")
+    flow = session.flow_version.engine
+    if not flow.has_step(step_id):
+        raise UnknownStep(step_id)
+    completed = flow.position(session.answers, session.current_step_id).completed_step_ids
+    if step_id not in completed:
+        raise StepConflict(session, f"Step '{step_id}' has not been completed in this session.")
+
+
+def public_definition(definition: dict[str, Any]) -> dict[str, Any]:
+    """Return a published definition as learners may read it: without ``legacy_key``."""
+    return {
+        **definition,
+        "phases": [
+            {
+                **phase,
+                "steps": [
+                    {name: value for name, value in step.items() if name != PRIVATE_STEP_FIELD}
+                    for step in phase.get("steps", [])
+                ],
+            }
+            for phase in definition.get("phases", [])
+        ],
+    }
 
 
 def _save_move(

@@ -1,4 +1,9 @@
-"""Idempotency keys: a retried request with the same key gets the first response back."""
+"""Idempotency keys: a retried request with the same key gets the first response back.
+
+A step or a back move keeps its key per session (:class:`IdempotencyKey`); a session start,
+which has no session yet, keeps it per API key (:class:`SessionStartKey`), its response
+encrypted at rest since it holds the new session's token.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
 
@@ -125,8 +131,100 @@ def store_response(
     )
 
 
+class SessionStartKey(db.Model):
+    """The Idempotency-Key of a session start, per API key: the start's response to replay."""
+
+    __tablename__ = "session_start_keys"
+    __table_args__ = (sa.UniqueConstraint("org_id", "api_key_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(sa.ForeignKey("orgs.id", ondelete="CASCADE"))
+    api_key_id: Mapped[int] = mapped_column(sa.ForeignKey("api_keys.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(sa.String(255))
+    #: The session the start created: erasing it erases this replay (and its token) too.
+    session_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("learner_sessions.id", ondelete="CASCADE"), index=True
+    )
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    status_code: Mapped[int]
+    #: The response body as sent, Fernet-encrypted: it carries the session token.
+    response_body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class UnreadableStoredResponse(ValueError):
+    """A stored start response can't be decrypted (the encryption key changed)."""
+
+
+def find_start(org_id: int, api_key_id: int, key: str, config: Any) -> StoredResponse | None:
+    """Return the start response stored for ``key`` of this API key, if fresh (decrypted)."""
+    row = db.session.execute(
+        sa.select(
+            SessionStartKey.request_hash,
+            SessionStartKey.status_code,
+            SessionStartKey.response_body,
+        ).where(
+            SessionStartKey.org_id == org_id,
+            SessionStartKey.api_key_id == api_key_id,
+            SessionStartKey.key == key,
+            SessionStartKey.created_at > utcnow() - RETENTION,
+        )
+    ).first()
+    if row is None:
+        return None
+    try:
+        body = decrypt_secret(row.response_body, config)
+    except ValueError as exc:
+        raise UnreadableStoredResponse(str(exc)) from exc
+    return StoredResponse(row.request_hash, row.status_code, body)
+
+
+def store_start(
+    org_id: int,
+    api_key_id: int,
+    key: str,
+    session_id: str,
+    request_hash: str,
+    status_code: int,
+    body: str,
+    config: Any,
+) -> bool:
+    """Record the start response for ``key`` in the caller's transaction.
+
+    Return False when a fresh start already holds the key (a concurrent retry committed
+    first): the caller rolls back and replays that one.
+    """
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(SessionStartKey.__table__).values(
+        org_id=org_id,
+        api_key_id=api_key_id,
+        key=key,
+        session_id=session_id,
+        request_hash=request_hash,
+        status_code=status_code,
+        response_body=encrypt_secret(body, config),
+        created_at=utcnow(),
+    )
+    table = SessionStartKey.__table__
+    # Only a key past retention (not yet pruned) is taken over; a fresh one stays the first's.
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["org_id", "api_key_id", "key"],
+        set_={
+            name: stmt.excluded[name]
+            for name in ("session_id", "request_hash", "status_code", "response_body", "created_at")
+        },
+        where=table.c.created_at <= utcnow() - RETENTION,
+    )
+    # RETURNING rather than rowcount, which psycopg leaves at -1 here.
+    return db.session.execute(stmt.returning(table.c.id)).first() is not None
+
+
 def prune_expired(now: datetime | None = None) -> int:
     """Delete keys past retention; return how many went."""
     cutoff = (now or utcnow()) - RETENTION
-    result = db.session.execute(sa.delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
-    return result.rowcount or 0
+    pruned = 0
+    for model in (IdempotencyKey, SessionStartKey):
+        result = db.session.execute(sa.delete(model).where(model.created_at < cutoff))
+        pruned += result.rowcount or 0
+    return pruned
