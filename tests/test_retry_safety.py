@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,29 @@ def test_start_racing_its_retry_keeps_one_session(client, studio, monkeypatch):
     assert retry.status_code == 201
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert retry.json["token"] == first.json["token"]
+    assert count(LearnerSession) == 1
+    assert count(OutboxEvent, OutboxEvent.type == "session.started") == 1
+
+
+def test_racing_retries_of_one_start_make_one_session(ctx, studio):
+    """Eight copies of one start released at once (a client retrying on a slow network)."""
+    racers = 8
+    barrier = threading.Barrier(racers)
+    responses: list = [None] * racers
+
+    def submit(index: int) -> None:
+        client = ctx.test_client()
+        barrier.wait()
+        responses[index] = start(client, studio.pk, {"name": "Ada"}, Idempotency_Key="racing")
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [r.status_code for r in responses] == [201] * racers
+    assert len({r.json["token"] for r in responses}) == 1
+    assert sum("Idempotent-Replayed" in r.headers for r in responses) == racers - 1
     assert count(LearnerSession) == 1
     assert count(OutboxEvent, OutboxEvent.type == "session.started") == 1
 
