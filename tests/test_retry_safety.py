@@ -18,6 +18,7 @@ from mentorflow.platform import idempotency
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import OutboxEvent
 from mentorflow.platform.ratelimit import DatabaseStorage, RateLimit, RateLimitCounter
+from mentorflow.platform.requestid import LOG_FORMAT, RequestIdFormatter
 from mentorflow.tenants import services
 from mentorflow.tenants.models import KeyKind
 from support import make_app
@@ -285,6 +286,16 @@ def test_a_sane_request_id_is_kept_and_logged(walker, caplog):
     # Records outside a request say so.
     logging.getLogger("mentorflow.tests").warning("outside")
     assert caplog.records[-1].request_id == "-"
+
+
+def test_log_lines_of_a_request_name_its_id():
+    formatter = RequestIdFormatter(LOG_FORMAT)
+    inside = logging.makeLogRecord({"name": "mentorflow.x", "msg": "hi", "request_id": "abc"})
+    outside = logging.makeLogRecord({"name": "mentorflow.x", "msg": "hi", "request_id": "-"})
+    bare = logging.makeLogRecord({"name": "mentorflow.x", "msg": "hi"})
+    assert formatter.format(inside).endswith(" mentorflow.x [abc]: hi")
+    assert formatter.format(outside).endswith(" mentorflow.x: hi")
+    assert formatter.format(bare).endswith(" mentorflow.x: hi")
 
 
 @pytest.mark.parametrize("sent", ["x" * 129, "two words", "<script>", ""])

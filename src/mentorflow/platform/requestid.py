@@ -18,7 +18,8 @@ HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9\-_.:/+=@]{1,128}")
 #: ``%(request_id)s`` of a record logged outside any request.
 NO_REQUEST = "-"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+#: Lines logged outside a request keep their usual shape; a request's add its id.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,17 @@ def init_request_id(app: Flask) -> None:
         return response
 
 
+class RequestIdFormatter(logging.Formatter):
+    """Formats ``LOG_FORMAT``: ``… mentorflow.x [<request id>]: message`` within a request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", NO_REQUEST)
+        record.request_tag = "" if request_id == NO_REQUEST else f" [{request_id}]"
+        return super().format(record)
+
+
 def log_handler() -> logging.Handler:
-    """Return a stderr handler whose lines carry the request id (``-`` outside a request)."""
+    """Return a stderr handler whose lines carry the request id of a request's records."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, defaults={"request_id": NO_REQUEST}))
+    handler.setFormatter(RequestIdFormatter(LOG_FORMAT))
     return handler
