@@ -24,12 +24,12 @@ from mentorflow.tenants.models import KeyKind
 from support import make_app
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
-START = "/v1/orgs/studio/flows/onboarding/sessions"
+START = "/v1/orgs/retry-studio/flows/onboarding/sessions"
 
 
 @pytest.fixture
 def studio(create_org, publish_flow):
-    keys = create_org("studio", allowed_origins=["https://studio.example"])
+    keys = create_org("retry-studio", allowed_origins=["https://studio.example"])
     publish_flow(keys.org, SMALL_FLOW)
     return keys
 
@@ -87,7 +87,7 @@ def test_retried_start_replays_the_same_session_and_token(client, studio):
     # The replayed token works.
     session_id = first.json["session"]["id"]
     read = client.get(
-        f"/v1/orgs/studio/sessions/{session_id}",
+        f"/v1/orgs/retry-studio/sessions/{session_id}",
         headers={"Authorization": f"Bearer {retry.json['token']}"},
     )
     assert read.status_code == 200
@@ -305,7 +305,7 @@ def test_an_odd_request_id_is_replaced(walker, sent):
 
 
 def test_problem_responses_carry_the_request_id_too(client, studio):
-    response = client.get("/v1/orgs/studio/flows/nope", headers={"X-Request-Id": "abc-1"})
+    response = client.get("/v1/orgs/retry-studio/flows/nope", headers={"X-Request-Id": "abc-1"})
     assert_problem(response, 401)
     assert response.headers["X-Request-Id"] == "abc-1"
 
@@ -315,7 +315,7 @@ def test_problem_responses_carry_the_request_id_too(client, studio):
 
 def test_browsers_may_read_the_api_headers(client, studio):
     origin = {"Origin": "https://studio.example"}
-    unauthorized = client.get("/v1/orgs/studio/flows/onboarding", headers=origin)
+    unauthorized = client.get("/v1/orgs/retry-studio/flows/onboarding", headers=origin)
     assert unauthorized.status_code == 401
     exposed = {
         name.strip().lower()
@@ -345,7 +345,9 @@ def test_browsers_may_read_the_api_headers(client, studio):
 # Problem+json for every path under /v1
 
 
-@pytest.mark.parametrize("path", ["/v1", "/v1/", "/v1/nothing", "/v1/orgs/studio/nothing/here"])
+@pytest.mark.parametrize(
+    "path", ["/v1", "/v1/", "/v1/nothing", "/v1/orgs/retry-studio/nothing/here"]
+)
 def test_unknown_api_paths_are_problem_404(client, studio, path):
     assert_problem(client.get(path), 404)
 
