@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from console_client import Console, add_staff
-from mentorflow.cli.deliveries import deliveries_retry, deliveries_status
 from mentorflow.app import create_app
+from mentorflow.cli.deliveries import deliveries_retry, deliveries_status
 from mentorflow.cli.orgs import org_set
 from mentorflow.flows import learner_sessions
 from mentorflow.flows.models import LearnerSession
