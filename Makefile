@@ -17,7 +17,17 @@ $(BIN)/.installed: pyproject.toml requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-install: $(BIN)/.installed ## create .venv: the tested versions of requirements-dev.lock, then mentorflow
+# The TypeScript client check (tests/test_clients.py) uses the npm tools pinned in clients/ts.
+TS_TOOLS := clients/ts/node_modules/.package-lock.json
+
+$(TS_TOOLS): clients/ts/package.json clients/ts/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix clients/ts --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the TypeScript client check of tests/test_clients.py will be skipped"; \
+	fi
+
+install: $(BIN)/.installed $(TS_TOOLS) ## create .venv (requirements-dev.lock, then mentorflow) and clients/ts/node_modules
 
 # pip-tools resolves with pip itself, so with the same index settings `make install` uses.
 # requirements.lock is what production installs; the dev lock adds the dev extras on top of it.
@@ -48,7 +58,7 @@ format: install
 	$(BIN)/ruff format src tests bench
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache test-output
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache test-output clients/ts/node_modules
 
 bench: install ## benchmarks on PostgreSQL + Redis: step commits vs the floor, deliveries (bench/README.md)
 	$(BIN)/python bench/run.py

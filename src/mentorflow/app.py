@@ -86,7 +86,9 @@ def _register_blueprints(app: Flask) -> None:
 
     from mentorflow.admin.console import csrf, init_console
     from mentorflow.admin.player import bp as player_bp
+    from mentorflow.platform.apidocs import bp as apidocs_bp
 
+    app.register_blueprint(apidocs_bp)
     app.register_blueprint(player_bp)
     # The API authenticates with bearer keys, not cookies: no CSRF token there.
     csrf.exempt(flows_blp)

@@ -210,6 +210,32 @@ def test_a_lost_response_is_retried_with_the_same_idempotency_key(
     assert server["answers"] == {"booking-status": "booked-1-month"}
 
 
+def test_a_lost_start_is_retried_with_the_same_idempotency_key_by_the_typed_client(
+    live_server, new_page
+):
+    page = new_page()
+    scripts: list[str] = []
+    keys: list[str] = []
+
+    def lose_the_first_start(route: Any) -> None:
+        keys.append(route.request.headers["idempotency-key"])
+        if len(keys) == 1:
+            route.fetch()  # the server starts the session...
+            route.abort("connectionreset")  # ...and its answer never arrives
+        else:
+            route.continue_()
+
+    page.on("request", lambda request: scripts.append(request.url.rsplit("/", 1)[-1]))
+    page.route("**/sessions", lose_the_first_start)
+    start(page, live_server.url(DEMO), name="Ada")
+    expect(page.get_by_role("alert")).to_contain_text("couldn't reach the server")
+    page.get_by_role("button", name="Try again").click()
+    expect_step(page, "phase-1-step-1")
+    assert len(keys) == 2 and keys[0] == keys[1]
+    # The player talks to the API through the same module any page can import.
+    assert "mentorflow-client.js" in scripts
+
+
 def test_completing_the_flow_shows_the_completion_screen(live_server, new_page, screenshot):
     page = new_page("phone")
     start(page, live_server.url(DEMO), name="Rafael")

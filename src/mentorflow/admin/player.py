@@ -111,7 +111,7 @@ def play(org: str, flow: str) -> Response:
         flow=flow_obj.slug,
         title=flow_obj.title,
         key=key,
-        api_base=f"{request.script_root}/v1/orgs/{quote(found_org.slug, safe='')}",
+        base_url=request.script_root,
     )
     return _page(html, 200)
 

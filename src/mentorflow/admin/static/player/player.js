@@ -2,8 +2,9 @@
 //
 // The server is the only source of truth. The page keeps nothing but {session_id, token} in
 // localStorage; every render comes from the {session, step} the API just returned, and a
-// reload is a GET of the session.
-"use strict";
+// reload is a GET of the session. Every call goes through mentorflow-client.js, the same
+// typed client any other page can import.
+import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
 
 (() => {
   const root = document.getElementById("player");
@@ -13,7 +14,7 @@
     org: root.dataset.org,
     flow: root.dataset.flow,
     key: root.dataset.key,
-    api: root.dataset.api,
+    baseUrl: root.dataset.baseUrl,
   };
   const STORAGE_KEY = `mentorflow.player:${config.org}:${config.flow}`;
   const REQUEST_TIMEOUT_MS = 20000;
@@ -90,50 +91,13 @@
 
   // ---- the API ----
 
-  function newIdempotencyKey() {
-    if (window.crypto && typeof window.crypto.randomUUID === "function") {
-      return window.crypto.randomUUID();
-    }
-    // randomUUID needs a secure context; getRandomValues does not.
-    const bytes = window.crypto.getRandomValues(new Uint8Array(16));
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-  }
-
-  // Resolve to {status, data, headers} for any HTTP answer, or {network: true} when none came.
-  async function api(method, path, { token, body, headers = {} } = {}) {
-    const controller = new AbortController();
-    const timer = window.setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
-    const init = {
-      method,
-      cache: "no-store",
-      signal: controller.signal,
-      headers: { Accept: "application/json", Authorization: `Bearer ${token}`, ...headers },
-    };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    try {
-      const response = await fetch(config.api + path, init);
-      let data = null;
-      try {
-        data = await response.json();
-      } catch {
-        data = null;
-      }
-      return { status: response.status, data, headers: response.headers };
-    } catch {
-      return { network: true };
-    } finally {
-      window.clearTimeout(timer);
-    }
-  }
-
-  const sessionPath = (suffix = "") =>
-    `/sessions/${encodeURIComponent(credentials.session_id)}${suffix}`;
+  const client = new MentorflowClient({
+    org: config.org,
+    key: config.key,
+    baseUrl: config.baseUrl,
+    timeoutMs: REQUEST_TIMEOUT_MS,
+  });
+  let pendingStart = null; // {key, body} of a start whose answer never came
 
   // ---- small DOM helpers (text only: nothing from the server is parsed as HTML) ----
 
@@ -209,8 +173,8 @@
   }
 
   function problemDetail(result, fallback) {
-    const data = result.data;
-    return (data && (data.detail || data.title)) || fallback;
+    const problem = result.problem;
+    return (problem && (problem.detail || problem.title)) || fallback;
   }
 
   // ---- chrome: phase, progress, footer ----
@@ -330,7 +294,7 @@
   async function showStart(message) {
     renderLoading();
     setChrome();
-    const result = await api("GET", `/flows/${encodeURIComponent(config.flow)}`, { token: config.key });
+    const result = await client.getPublishedFlow(config.flow);
     if (result.network) {
       renderFatal("We can't reach the server", "Check your connection and try again.", () => showStart(message));
       return;
@@ -346,7 +310,7 @@
       );
       return;
     }
-    if (result.status !== 200 || !result.data) {
+    if (!result.ok) {
       renderFatal("Something went wrong", problemDetail(result, "Please try again."), () => showStart(message));
       return;
     }
@@ -383,7 +347,11 @@
       const body = {};
       if (nameInput.value.trim()) body.name = nameInput.value.trim();
       if (emailInput.value.trim()) body.email = emailInput.value.trim();
-      await startSession(body, form, slots, submit);
+      // One key per start. "Try again", or Start with the same details after a failure,
+      // resends that very start, so a lost response never leaves a second session behind.
+      const unchanged = pendingStart && JSON.stringify(pendingStart.body) === JSON.stringify(body);
+      if (!unchanged) pendingStart = { key: newIdempotencyKey(), body };
+      await startSession(pendingStart, form, slots, submit);
     });
 
     setChrome();
@@ -391,47 +359,46 @@
     setScreen(form);
   }
 
-  async function startSession(body, form, slots, submit) {
+  async function startSession(start, form, slots, submit) {
     setBusy(form, submit, true, "Starting…");
     clearAlert();
-    const result = await api("POST", `/flows/${encodeURIComponent(config.flow)}/sessions`, {
-      token: config.key,
-      body,
-    });
+    const result = await client.startSession(config.flow, start.body, { idempotencyKey: start.key });
     setBusy(form, submit, false);
     if (result.network) {
       showAlert("We couldn't reach the server. Check your connection and try again.", () =>
-        startSession(body, form, slots, submit));
+        startSession(start, form, slots, submit));
       return;
     }
-    if (result.status === 201 && result.data) {
+    if (result.ok) {
+      pendingStart = null;
       credentials = { session_id: result.data.session.id, token: result.data.token };
       saveCredentials(credentials);
       render(result.data, { focus: true });
       return;
     }
     if (result.status === 422) {
-      slots.show((result.data && result.data.errors) || { _schema: [problemDetail(result, "Check the form.")] });
+      pendingStart = null;
+      slots.show(result.problem.errors || { _schema: [problemDetail(result, "Check the form.")] });
       return;
     }
     if (result.status === 429) {
-      showAlert(retryAfterMessage(result), () => startSession(body, form, slots, submit));
+      showAlert(retryAfterMessage(result), () => startSession(start, form, slots, submit));
       return;
     }
-    showAlert(problemDetail(result, "Something went wrong."), () => startSession(body, form, slots, submit));
+    showAlert(problemDetail(result, "Something went wrong."), () => startSession(start, form, slots, submit));
   }
 
   // ---- resuming ----
 
   async function resume(message, { focus = false } = {}) {
     renderLoading();
-    const result = await api("GET", sessionPath(), { token: credentials.token });
+    const result = await client.getSession(credentials.session_id, { token: credentials.token });
     if (result.network) {
       renderFatal("We can't reach the server", "Your progress is safe. Check your connection and try again.",
         () => resume(message, { focus }));
       return;
     }
-    if (result.status === 200 && result.data) {
+    if (result.ok) {
       render(result.data, { message, focus });
       return;
     }
@@ -505,7 +472,10 @@
       }
       sendAttempt(attempt);
     });
-    if (back) back.addEventListener("click", () => goBack(previous, { form, submit, back }));
+    if (back) {
+      back.addEventListener("click", () =>
+        goBack(previous, { form, submit, version: session.version, key: newIdempotencyKey() }));
+    }
 
     setScreen(form);
   }
@@ -526,10 +496,10 @@
     const { form, slots, submit } = sent;
     setBusy(form, submit, true, "Saving…");
     clearAlert();
-    const result = await api("POST", sessionPath("/steps"), {
+    const result = await client.submitStep(credentials.session_id, sent.body, {
       token: credentials.token,
-      body: sent.body,
-      headers: { "Idempotency-Key": sent.key, "If-Match": `"${sent.version}"` },
+      idempotencyKey: sent.key,
+      ifMatch: sent.version,
     });
     setBusy(form, submit, false);
     if (attempt !== sent) return; // superseded while in flight
@@ -539,13 +509,14 @@
         () => sendAttempt(sent));
       return;
     }
+    if (result.ok) {
+      render(result.data, { focus: true });
+      return;
+    }
     switch (result.status) {
-      case 200:
-        render(result.data, { focus: true });
-        return;
       case 409:
-        // A stale tab: the body carries where the session really is.
-        render(result.data, {
+        // A stale tab: the problem carries where the session really is.
+        render(result.problem, {
           message: "This session moved on in another window, so here is where it stands now.",
           focus: true,
         });
@@ -556,7 +527,7 @@
         return;
       case 422:
         attempt = null;
-        slots.show((result.data && result.data.errors) || { answer: [problemDetail(result, "This answer is not valid.")] });
+        slots.show(result.problem.errors || { answer: [problemDetail(result, "This answer is not valid.")] });
         return;
       case 401:
       case 404:
@@ -571,32 +542,40 @@
     }
   }
 
-  async function goBack(stepId, { form, submit }) {
+  async function goBack(stepId, sent) {
+    const { form, submit } = sent;
     if (busy) return;
     attempt = null;
     setBusy(form, submit, true, submit.textContent);
     clearAlert();
-    const result = await api("POST", sessionPath("/back"), { token: credentials.token, body: { step_id: stepId } });
+    // A retry resends the same key: a lost answer is replayed, not applied twice.
+    const result = await client.goBack(credentials.session_id, { step_id: stepId }, {
+      token: credentials.token,
+      idempotencyKey: sent.key,
+      ifMatch: sent.version,
+    });
     setBusy(form, submit, false);
     if (result.network) {
       showAlert("We couldn't reach the server. Check your connection and try again.",
-        () => goBack(stepId, { form, submit }));
+        () => goBack(stepId, sent));
       return;
     }
-    if (result.status === 200) {
+    if (result.ok) {
       render(result.data, { focus: true });
-    } else if (result.status === 409 && result.data && result.data.session) {
-      render(result.data, {
+    } else if (result.status === 409 && result.problem.session) {
+      render(result.problem, {
         message: "This session moved on in another window, so here is where it stands now.",
         focus: true,
       });
+    } else if (result.status === 412) {
+      await resume("This session changed in another window, so here is where it stands now.", { focus: true });
     } else if (result.status === 401 || result.status === 404) {
       forgetCredentials();
       showStart("We couldn't find your session any more, so this is a fresh start.");
     } else if (result.status === 429) {
-      showAlert(retryAfterMessage(result), () => goBack(stepId, { form, submit }));
+      showAlert(retryAfterMessage(result), () => goBack(stepId, sent));
     } else {
-      showAlert(problemDetail(result, "Something went wrong."), () => goBack(stepId, { form, submit }));
+      showAlert(problemDetail(result, "Something went wrong."), () => goBack(stepId, sent));
     }
   }
 
