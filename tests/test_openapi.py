@@ -371,3 +371,13 @@ def test_each_operation_takes_exactly_the_credentials_its_security_names(
                 assert response.status_code not in (401, 403), label
             else:
                 assert response.status_code == 403, label
+
+
+def test_the_api_guide_covers_every_operation_step_type_and_problem(document):
+    guide = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    for _, _, operation in operations(document):
+        assert f"`{operation['operationId']}`" in guide
+    for step_type in STEP_TYPES:
+        assert f"| `{step_type}` |" in guide
+    for urn in PROBLEM_TYPES.values():
+        assert f"`{urn}`" in guide
