@@ -40,7 +40,9 @@ class JobSchema(ma.Schema):
             "description": "downloadJobFile's URL for the CSV once an export completed; else null",
         },
     )
-    kind = fields.String(required=True, metadata={"description": "export or legacy_import"})
+    kind = fields.String(
+        required=True, metadata={"description": "export_sessions or legacy_import"}
+    )
     status = fields.String(
         required=True, validate=validate.OneOf([str(status) for status in JobStatus])
     )
@@ -98,7 +100,7 @@ JOB_EXAMPLE = {
     "id": 7,
     "download_url": "/v1/orgs/demo/jobs/7/download",
     "raw_download_url": "/v1/orgs/demo/jobs/7/download?format=jsonl",
-    "kind": "export",
+    "kind": "export_sessions",
     "status": "completed",
     "progress": 100,
     "result": {
