@@ -91,7 +91,7 @@ ANSWER_SCHEMAS: dict[str, tuple[str, Any]] = {
         {
             "type": "string",
             "minLength": PHONE_LENGTH[0],
-            "maxLength": PHONE_LENGTH[1] + 2,
+            "maxLength": PHONE_LENGTH[1],
             "pattern": PHONE_PATTERN,
             "description": f"phone: {PHONE_LENGTH[0]} to {PHONE_LENGTH[1]} characters once "
             "trimmed: digits, spaces, dashes and an optional leading +.",
