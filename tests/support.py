@@ -25,6 +25,7 @@ from flask_migrate import upgrade
 from mentorflow.app import create_app
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Org
+from openapi_check import check_app_response
 
 REQUIRE_SERVICES = os.environ.get("MENTORFLOW_REQUIRE_SERVICES") == "1"
 #: Set explicitly, the test database is exactly that URL (and the ``_server``, ``_worker``,
@@ -83,7 +84,10 @@ class IsolatedClient(FlaskClient):
     """
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
-        return contextvars.Context().run(super().open, *args, **kwargs)
+        response = contextvars.Context().run(super().open, *args, **kwargs)
+        # Every /v1 response a test sees must be one the OpenAPI document describes.
+        check_app_response(self.application, response)
+        return response
 
 
 def make_app(database_url: str, instance_path: Path, **config: Any) -> Flask:

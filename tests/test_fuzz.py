@@ -1,4 +1,5 @@
-"""Fuzz the learner API from its own OpenAPI document: no request may get a 5xx.
+"""Fuzz the learner API from its own OpenAPI document: no request may get a 5xx, and every
+response fits the document (its status, media type, body and headers).
 
 Schemathesis generates requests (valid and invalid bodies) for every operation the document
 lists, with the path pinned to a real org, flow, session and job and the credential each
@@ -19,6 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from mentorflow.flows.export import create_export
 from mentorflow.platform.db import begin_write
@@ -27,6 +34,13 @@ from mentorflow.platform.extensions import db
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 #: Examples per operation: enough to hit each body field with odd values, within seconds.
 MAX_EXAMPLES = 50
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 
 
 class IsolatedWsgi:
@@ -80,7 +94,8 @@ def current_step(client: Any, api: dict[str, Any]) -> str | None:
 
 
 def fuzz(operation: Any, mode: GenerationMode, client: Any, api: dict[str, Any]) -> None:
-    """Send ``MAX_EXAMPLES`` generated requests to ``operation``; fail on any 5xx."""
+    """Send ``MAX_EXAMPLES`` generated requests to ``operation``; fail on any 5xx or any
+    response the document does not describe."""
     pinned = {
         "org": api["keys"].slug,
         "flow": "onboarding",
@@ -106,7 +121,7 @@ def fuzz(operation: Any, mode: GenerationMode, client: Any, api: dict[str, Any])
         # at the step the session is on, so they reach the flow engine.
         if on_current_step and isinstance(case.body, dict) and "step_id" in case.body:
             case.body["step_id"] = current_step(client, api) or "done"
-        case.call_and_validate(headers=headers, checks=[not_a_server_error])
+        case.call_and_validate(headers=headers, checks=CHECKS)
 
     no_server_error()
 

@@ -10,11 +10,13 @@ from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
 
 from mentorflow.flows import authoring, learner_sessions
+from mentorflow.flows import examples as ex
 from mentorflow.flows.engine import AnswerError
 from mentorflow.flows.models import SessionStatus
 from mentorflow.flows.schemas import (
     BackSchema,
     PublishedFlowSchema,
+    SessionConflictSchema,
     SessionContextSchema,
     SessionCreatedSchema,
     SessionStateSchema,
@@ -25,6 +27,7 @@ from mentorflow.platform import idempotency
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.errors import Blueprint, abort
 from mentorflow.platform.extensions import db
+from mentorflow.platform.openapi import problem, problems, security
 from mentorflow.platform.outbox import WriteTransaction, write_transaction
 from mentorflow.tenants.credentials import CredentialKind, check_session_token, require
 from mentorflow.tenants.scoping import scope_blueprint_to_org
@@ -43,6 +46,11 @@ KEYS = (CredentialKind.PUBLISHABLE, CredentialKind.SECRET)
 SESSION_READERS = (CredentialKind.SECRET, CredentialKind.SESSION)
 SESSION_ID = re.compile(learner_sessions.SESSION_ID_RE)
 MAX_IDEMPOTENCY_KEY = 255
+
+#: The documented headers of a response carrying a session's state.
+STATE_HEADERS = {"ETag": "SessionETag"}
+REPLAYABLE_HEADERS = {**STATE_HEADERS, "Idempotent-Replayed": "IdempotentReplayed"}
+NOT_MODIFIED = "Not modified: the If-None-Match ETag is still current (no body)."
 
 
 def _etag_matches(header: Any, value: str) -> bool:
@@ -102,8 +110,10 @@ def _conflict(exc: learner_sessions.StepConflict, problem: str) -> None:
 
 @blp.route("/flows/<flow>")
 class PublishedFlow(MethodView):
-    @blp.response(200, PublishedFlowSchema)
-    @blp.alt_response(304, description="Not modified (If-None-Match)")
+    @blp.doc(operationId="getPublishedFlow", security=security(*KEYS), parameters=["IfNoneMatch"])
+    @blp.response(200, PublishedFlowSchema, headers={"ETag": "FlowETag"}, example=ex.PUBLISHED_FLOW)
+    @blp.alt_response(304, description=NOT_MODIFIED, headers={"ETag": "FlowETag"})
+    @problems(blp, 401, 403, 404, 422, 429)
     def get(self, org: str, flow: str) -> Any:
         """Read a flow's published definition."""
         require(*KEYS)
@@ -128,8 +138,22 @@ class PublishedFlow(MethodView):
 
 @blp.route("/flows/<flow>/sessions")
 class FlowSessions(MethodView):
-    @blp.arguments(StartSessionSchema())
-    @blp.response(201, SessionCreatedSchema)
+    @blp.doc(operationId="startSession", security=security(*KEYS), parameters=["IdempotencyKey"])
+    @blp.arguments(StartSessionSchema(), example=ex.START_REQUEST)
+    @blp.response(
+        201,
+        SessionCreatedSchema,
+        description="The new session at its first step, and its token (shown only here).",
+        headers={**REPLAYABLE_HEADERS, "Location": "Location"},
+        example=ex.SESSION_CREATED,
+    )
+    @problem(
+        blp,
+        422,
+        "A field is invalid, or the Idempotency-Key was used with another body.",
+        examples={"validation": ex.problem_example(422), "idempotency_key_reused": ex.KEY_REUSED},
+    )
+    @problems(blp, 400, 401, 403, 404, 413, 415, 429)
     def post(self, contact: dict[str, Any], org: str, flow: str) -> Any:
         """Start a learner session on the flow's published version."""
         credential = require(*KEYS)
@@ -258,8 +282,17 @@ def _check_if_match(version: int) -> None:
 
 @blp.route("/sessions/<session_id>")
 class LearnerSessionResource(MethodView):
-    @blp.response(200, SessionStateSchema)
-    @blp.alt_response(304, description="Not modified (If-None-Match)")
+    @blp.doc(
+        operationId="getSession", security=security(*SESSION_READERS), parameters=["IfNoneMatch"]
+    )
+    @blp.response(
+        200,
+        SessionStateSchema,
+        headers=STATE_HEADERS,
+        examples={"active": {"value": ex.ANSWERED}, "completed": {"value": ex.COMPLETED}},
+    )
+    @blp.alt_response(304, description=NOT_MODIFIED, headers=STATE_HEADERS)
+    @problems(blp, 401, 403, 404, 422, 429)
     def get(self, org: str, session_id: str) -> Any:
         """Read a session and its current step (what a page refresh shows)."""
         session = _load_session(session_id)
@@ -270,12 +303,45 @@ class LearnerSessionResource(MethodView):
 
 @blp.route("/sessions/<session_id>/steps")
 class SessionSteps(MethodView):
-    @blp.arguments(StepSubmissionSchema())
-    @blp.response(200, SessionStateSchema)
-    @blp.alt_response(
-        409, description="Not the current step; the body carries the session and step to re-render"
+    @blp.doc(
+        operationId="submitStep",
+        security=security(*SESSION_READERS),
+        parameters=["IdempotencyKey", "IfMatch"],
     )
-    @blp.alt_response(412, description="If-Match does not match the session version")
+    @blp.arguments(StepSubmissionSchema(), examples=ex.ANSWER_REQUESTS)
+    @blp.response(
+        200,
+        SessionStateSchema,
+        description="The session at its next step (`step` is null once completed).",
+        headers=REPLAYABLE_HEADERS,
+        examples={"next_step": {"value": ex.ANSWERED}, "completed": {"value": ex.COMPLETED}},
+    )
+    @problem(
+        blp,
+        409,
+        "Not the current step (`step-conflict`) or a completed session (`session-closed`): "
+        "re-render from the body's `session` and `step`.",
+        schema=SessionConflictSchema,
+        examples={"step_conflict": ex.STEP_CONFLICT, "session_closed": ex.SESSION_CLOSED},
+    )
+    @problem(
+        blp,
+        412,
+        "If-Match names another version of the session (`version-mismatch`).",
+        examples={"version_mismatch": ex.VERSION_MISMATCH},
+    )
+    @problem(
+        blp,
+        422,
+        "The answer does not fit the step, a field is invalid, or the Idempotency-Key was "
+        "used with another body.",
+        examples={
+            "answer": ex.ANSWER_INVALID,
+            "contact_field": ex.CONTACT_INVALID,
+            "idempotency_key_reused": ex.KEY_REUSED,
+        },
+    )
+    @problems(blp, 400, 401, 403, 404, 413, 415, 429)
     def post(self, submission: dict[str, Any], org: str, session_id: str) -> Any:
         """Answer the current step: saves the answer and the new position in one transaction."""
         key = _idempotency_key()
@@ -325,9 +391,48 @@ def _answer_step(
 
 @blp.route("/sessions/<session_id>/back")
 class SessionBack(MethodView):
-    @blp.arguments(BackSchema())
-    @blp.response(200, SessionStateSchema)
-    @blp.alt_response(409, description="The step was not completed in this session")
+    @blp.doc(
+        operationId="goBack",
+        security=security(*SESSION_READERS),
+        parameters=["IdempotencyKey", "IfMatch"],
+    )
+    @blp.arguments(BackSchema(), example=ex.BACK_REQUEST)
+    @blp.response(
+        200,
+        SessionStateSchema,
+        description="The session back at that step, its answers kept.",
+        headers=REPLAYABLE_HEADERS,
+        example=ex.BACK_RESPONSE,
+    )
+    @problem(
+        blp,
+        409,
+        "The step was not completed in this session (`step-conflict`), or the session is "
+        "completed (`session-closed`): re-render from the body's `session` and `step`.",
+        schema=SessionConflictSchema,
+        examples={"step_conflict": ex.BACK_CONFLICT, "session_closed": ex.SESSION_CLOSED},
+    )
+    @problem(
+        blp,
+        412,
+        "If-Match names another version of the session (`version-mismatch`).",
+        examples={"version_mismatch": ex.VERSION_MISMATCH},
+    )
+    @problem(
+        blp,
+        422,
+        "The step is not in the flow, or the Idempotency-Key was used with another body.",
+        examples={
+            "unknown_step": ex.problem_example(
+                422,
+                problem="validation",
+                detail="The request has invalid fields: step_id.",
+                errors={"step_id": ["unknown step 'phase-9-step-9'"]},
+            ),
+            "idempotency_key_reused": ex.KEY_REUSED,
+        },
+    )
+    @problems(blp, 400, 401, 403, 404, 413, 415, 429)
     def post(self, target: dict[str, Any], org: str, session_id: str) -> Any:
         """Go back to a step the session already completed; answers are kept."""
         key = _idempotency_key()
@@ -367,7 +472,9 @@ def _go_back(
 
 @blp.route("/sessions/<session_id>/context")
 class SessionContext(MethodView):
-    @blp.response(200, SessionContextSchema)
+    @blp.doc(operationId="getSessionContext", security=security(*SESSION_READERS))
+    @blp.response(200, SessionContextSchema, example=ex.CONTEXT)
+    @problems(blp, 401, 403, 404, 422, 429)
     def get(self, org: str, session_id: str) -> Any:
         """Read the session's answers and position, for chat or AI callers."""
         return learner_sessions.session_context(_load_session(session_id))

@@ -4,8 +4,8 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
 from mentorflow.platform.db import Base
-from mentorflow.platform.errors import ProblemApi
+from mentorflow.platform.openapi import DocumentedApi
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-api = ProblemApi()
+api = DocumentedApi()
