@@ -122,13 +122,15 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
     },
     "RateLimit": {
         "description": "The client's remaining quota under the API limit and the seconds "
-        "until it resets (IETF draft-ietf-httpapi-ratelimit-headers).",
+        "until it resets (IETF draft-ietf-httpapi-ratelimit-headers). Sent while the API "
+        "limit is on and its counters answer.",
         "schema": {"type": "string"},
         "example": '"api";r=1187;t=42',
     },
     "RateLimitPolicy": {
         "description": "The API limit this request counts under: requests per window of "
-        "seconds, per client address (IETF draft-ietf-httpapi-ratelimit-headers).",
+        "seconds, per client address (IETF draft-ietf-httpapi-ratelimit-headers). Sent with "
+        "`RateLimit`.",
         "schema": {"type": "string"},
         "example": '"api";q=1200;w=60',
     },
@@ -152,7 +154,15 @@ PROBLEM_HEADERS: dict[int, dict[str, str]] = {
 }
 #: The headers that are always present on a response that documents them.
 ALWAYS_SENT = frozenset(
-    {"SessionETag", "FlowETag", "Location", "RetryAfter", "WWWAuthenticate", "ContentDisposition"}
+    {
+        "SessionETag",
+        "FlowETag",
+        "Location",
+        "RetryAfter",
+        "WWWAuthenticate",
+        "ContentDisposition",
+        "XRequestId",
+    }
 )
 
 #: An example problem of each status the API answers with, for the document.
