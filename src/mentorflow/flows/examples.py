@@ -158,6 +158,57 @@ ANSWER_REQUESTS = {
     },
 }
 BACK_REQUEST = {"step_id": "phase-1-step-1"}
+BATCH_REQUEST = {
+    "items": [
+        {
+            "step_id": "phase-1-step-1",
+            "answer": "booked-1-month",
+            "idempotency_key": "0b8f7e52-6c1d-4a53-9f0e-2d1c5b7a9e01",
+        },
+        {
+            "step_id": "phase-1-step-2",
+            "answer": 900,
+            "idempotency_key": "0b8f7e52-6c1d-4a53-9f0e-2d1c5b7a9e02",
+        },
+    ]
+}
+_BATCH_DONE = {
+    "session": _session(
+        3,
+        "phase-2-step-1",
+        answers={"booking-status": "booked-1-month", "day-rate": 900},
+        completed_step_ids=["phase-1-step-1", "phase-1-step-2"],
+        progress={"completed": 2, "total": 4, "percent": 50},
+        updated_at="2026-11-30T10:04:00+00:00",
+    ),
+    "step": {**VIDEO_STEP, "phase_id": "phase-2", "phase_title": "Content"},
+}
+BATCH_APPLIED = {
+    **_BATCH_DONE,
+    "results": [
+        {"index": 0, "outcome": "applied", "status": 200},
+        {"index": 1, "outcome": "applied", "status": 200},
+    ],
+}
+BATCH_STOPPED = {
+    **ANSWERED,
+    "results": [
+        {"index": 0, "outcome": "applied", "status": 200},
+        {
+            "index": 1,
+            "outcome": "invalid",
+            "status": 422,
+            "errors": {"answer": ["must be at least 0"]},
+        },
+        {"index": 2, "outcome": "skipped", "status": 424},
+    ],
+}
+BATCH_INVALID = problem_example(
+    422,
+    problem="validation",
+    detail="The request has invalid fields: items.1.idempotency_key.",
+    errors={"items.1.idempotency_key": ["Missing data for required field."]},
+)
 BACK_RESPONSE = {
     "session": {**ANSWERED["session"], "current_step_id": "phase-1-step-1", "version": 3},
     "step": {**BOOKING_STEP, **_PHASE},

@@ -315,6 +315,60 @@ class StepSubmissionSchema(ma.Schema):
     )
 
 
+#: How many answers one offline batch may carry.
+MAX_BATCH_ITEMS = 100
+BATCH_OUTCOMES = ("applied", "replayed", "conflict", "invalid", "skipped")
+
+
+class StepBatchItemSchema(StepSubmissionSchema):
+    idempotency_key = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=255),
+        metadata={
+            "description": "The item's Idempotency-Key, as the single POST's header: the same "
+            "key on every retry of this answer."
+        },
+    )
+
+
+class StepBatchSchema(ma.Schema):
+    items = fields.List(
+        fields.Nested(StepBatchItemSchema),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_BATCH_ITEMS),
+        metadata={"description": "The answers in the order they were given (1 to 100)."},
+    )
+
+
+class StepBatchResultSchema(ma.Schema):
+    index = fields.Integer(required=True, metadata={"description": "The item's position."})
+    outcome = fields.String(
+        required=True,
+        validate=validate.OneOf(BATCH_OUTCOMES),
+        metadata={
+            "description": "applied: taken now; replayed: taken before under this key; "
+            "conflict: not the current step, or the session is completed; invalid: the answer "
+            "does not fit the step, or the key was used with another answer; skipped: not "
+            "looked at, after a conflict or an invalid item."
+        },
+    )
+    status = fields.Integer(
+        required=True,
+        metadata={
+            "description": "The status the single POST would have answered; 424 (Failed "
+            "Dependency) for a skipped item."
+        },
+    )
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={
+            "description": "Messages by field of the item (`answer`, `answer.email`, "
+            "`step_id`, `idempotency_key`), for a conflict or an invalid item."
+        },
+    )
+
+
 class BackSchema(ma.Schema):
     step_id = fields.String(
         required=True,
@@ -386,6 +440,10 @@ class SessionCreatedSchema(SessionStateSchema):
 
 class SessionConflictSchema(ProblemSchema, SessionStateSchema):
     """A 409 problem that carries the session's state, for a stale client to re-render."""
+
+
+class StepBatchOutcomeSchema(SessionStateSchema):
+    results = fields.List(fields.Nested(StepBatchResultSchema), required=True)
 
 
 class ContactSchema(ma.Schema):
