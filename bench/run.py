@@ -27,6 +27,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.batch import SESSIONS as BATCH_SESSIONS  # noqa: E402
+from bench.batch import batch_line, measure_batch  # noqa: E402
 from bench.load import LoadResult, build_request, closed_loop, open_loop  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -393,7 +395,9 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
     with tempfile.TemporaryDirectory() as instance:
         inst = Installation(PG_URL, Path(instance), sink_url)
         per_run = needed_sessions()
-        pairs = inst.seed(per_run * (len(LEVELS) * 2 * ROUNDS + 2) + 2000 + 400)
+        pairs = inst.seed(
+            per_run * (len(LEVELS) * 2 * ROUNDS + 2) + 2000 + 400 + 2 * BATCH_SESSIONS + 2
+        )
         inst.serve()
         try:
             cursor = 0
@@ -423,6 +427,7 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
                     "round_ratios": sorted(round(ratio(*pair), 2) for pair in measured),
                 }
             results["post_steps"] = steps
+            results["batch"] = measure_batch(inst.port, take(2 * BATCH_SESSIONS + 2))
             # The step runs left dead row versions behind: start the reads from a clean table,
             # as a database under autovacuum would be.
             vacuum(PG_URL)
@@ -593,6 +598,7 @@ def table(results: dict[str, Any]) -> str:
         f"(target {lag['target_per_second']:.0f}): p50 {lag['p50_ms']} ms, "
         f"p95 {lag['p95_ms']} ms, max {lag['max_ms']} ms ({lag['delivered_both']}/{lag['events']} "
         "events at both sinks)",
+        batch_line(results["batch"]),
         f"embedded SQLite POST …/steps @8:  {results['sqlite_post_steps_8']['per_second']:.0f}/s "
         f"(p50 {results['sqlite_post_steps_8']['p50_ms']} ms, "
         f"p99 {results['sqlite_post_steps_8']['p99_ms']} ms)",

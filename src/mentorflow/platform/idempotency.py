@@ -105,6 +105,23 @@ def find_stored(
     return None if row is None else StoredResponse(**row)
 
 
+def find_stored_keys(
+    org_id: int, session_id: str, keys: list[str], connection: sa.Connection
+) -> dict[str, StoredResponse]:
+    """Return the fresh responses stored for any of ``keys``, by key (without their bodies)."""
+    rows = connection.execute(
+        sa.select(
+            IdempotencyKey.key, IdempotencyKey.request_hash, IdempotencyKey.status_code
+        ).where(
+            IdempotencyKey.org_id == org_id,
+            IdempotencyKey.session_id == session_id,
+            IdempotencyKey.key.in_(set(keys)),
+            IdempotencyKey.created_at > utcnow() - RETENTION,
+        )
+    )
+    return {row.key: StoredResponse(row.request_hash, row.status_code, "") for row in rows}
+
+
 def store_response(
     org_id: int,
     session_id: str,
