@@ -47,6 +47,7 @@ OPERATION_MODULES = {
     "startSession": "start_session",
     "getSession": "get_session",
     "submitStep": "submit_step",
+    "submitStepBatch": "submit_step_batch",
     "goBack": "go_back",
     "getSessionContext": "get_session_context",
     "getJob": "get_job",

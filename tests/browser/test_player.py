@@ -236,6 +236,52 @@ def test_a_lost_start_is_retried_with_the_same_idempotency_key_by_the_typed_clie
     assert "mentorflow-client.js" in scripts
 
 
+def test_answers_given_offline_are_sent_as_one_batch_when_back_online(
+    live_server, new_page, screenshot
+):
+    page = new_page()
+    start(page, live_server.url(DEMO))
+    expect_step(page, "phase-1-step-1")
+    version = live_server.session(session_id(page))["session"]["version"]
+    seen = record_responses(page)
+
+    page.context.set_offline(True)
+    page.get_by_label("About a month").check()
+    click_continue(page)
+    # The next step comes from the published definition, not from the server.
+    expect_step(page, "phase-1-step-2")
+    expect(page.locator("#status")).to_contain_text("1 answer kept on this device")
+    page.get_by_label(FULL_DAY).fill("450")
+    click_continue(page)
+    expect_step(page, "phase-1-step-3")
+    page.get_by_label(A_YEAR_FROM_NOW).fill(GOAL)
+    click_continue(page)
+    expect_step(page, "phase-1-step-4")
+    expect(page.locator("#status")).to_contain_text("3 answers kept on this device")
+    screenshot(page, "offline-queue")
+    # Only the answers join the id and token in storage; nothing reached the server yet.
+    queued = saved_storage(page)[STORAGE_KEY]
+    assert set(queued) == {"session_id", "token", "queue"}
+    assert [(item["step_id"], item["answer"]) for item in queued["queue"]] == [
+        ("phase-1-step-1", "booked-1-month"),
+        ("phase-1-step-2", 450),
+        ("phase-1-step-3", GOAL),
+    ]
+    assert live_server.session(session_id(page))["session"]["version"] == version
+
+    page.context.set_offline(False)
+    status = page.locator("#status")
+    expect(status).to_contain_text("Back online: 3 answers given offline were saved")
+    expect_step(page, "phase-1-step-4")
+    screenshot(page, "back-online")
+    server = live_server.session(session_id(page))["session"]
+    assert server["completed_step_ids"] == ["phase-1-step-1", "phase-1-step-2", "phase-1-step-3"]
+    assert server["answers"] == {"booking-status": "booked-1-month", "day-rate": 450, "goal": GOAL}
+    assert server["version"] == version + 3  # one step event each, in order
+    assert [entry for entry in seen if entry[0] == "POST"] == [("POST", "batch", 200)]
+    assert set(saved_storage(page)[STORAGE_KEY]) == {"session_id", "token"}
+
+
 def test_completing_the_flow_shows_the_completion_screen(live_server, new_page, screenshot):
     page = new_page("phone")
     start(page, live_server.url(DEMO), name="Rafael")

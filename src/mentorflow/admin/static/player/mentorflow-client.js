@@ -96,6 +96,22 @@
 /** @typedef {SessionState & {token: string}} SessionCreated */
 
 /**
+ * One queued answer of an offline batch: the submission and the key its own POST would send.
+ * @typedef {{step_id: string, answer?: Answer, idempotency_key: string}} BatchItem
+ */
+
+/**
+ * What became of one item: `skipped` items came after the first `conflict` or `invalid` one.
+ * @typedef {object} BatchItemResult
+ * @property {number} index
+ * @property {"applied" | "replayed" | "conflict" | "invalid" | "skipped"} outcome
+ * @property {number} status what the single POST would have answered (424 when skipped)
+ * @property {Record<string, string[]>} [errors]
+ */
+
+/** @typedef {SessionState & {results: BatchItemResult[]}} BatchOutcome */
+
+/**
  * @typedef {object} PublishedFlow
  * @property {string} org
  * @property {string} slug
@@ -233,6 +249,22 @@ export class MentorflowClient {
       body: submission,
       idempotencyKey,
       ifMatch,
+    });
+  }
+
+  /**
+   * Answer several steps in order (answers given offline): each item is taken exactly as
+   * submitStep with its idempotency_key would take it, up to the first conflict or invalid
+   * item. Safe to retry whole: taken items come back "replayed".
+   * @param {string} sessionId
+   * @param {BatchItem[]} items 1 to 100
+   * @param {{token?: string}} [options]
+   * @returns {Promise<Result<BatchOutcome>>}
+   */
+  submitStepBatch(sessionId, items, { token } = {}) {
+    return this.#call("POST", sessionPath(sessionId, "/steps/batch"), {
+      token: token ?? this.key,
+      body: { items },
     });
   }
 

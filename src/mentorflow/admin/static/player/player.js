@@ -4,6 +4,11 @@
 // localStorage; every render comes from the {session, step} the API just returned, and a
 // reload is a GET of the session. Every call goes through mentorflow-client.js, the same
 // typed client any other page can import.
+//
+// Offline (the browser says so), answers go into a queue kept with the id and token
+// ({step_id, answer, idempotency_key} each, nothing else) and the next step is worked out here
+// from the published definition and its jump rules; back online, the queue is sent as one
+// batch (submitStepBatch) and the page shows what was taken, then renders the server's state.
 import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
 
 (() => {
@@ -44,6 +49,9 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
   };
 
   let credentials = null; // {session_id, token}
+  let queue = []; // answers given offline, in order: [{step_id, answer?, idempotency_key}]
+  let flushing = false;
+  let published = null; // the published flow (getPublishedFlow), to walk it offline
   let attempt = null; // the step submission in flight or waiting for a retry
   let busy = false;
 
@@ -62,6 +70,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     try {
       const saved = JSON.parse(raw);
       if (typeof saved.session_id === "string" && typeof saved.token === "string") {
+        queue = Array.isArray(saved.queue) ? saved.queue : [];
         return { session_id: saved.session_id, token: saved.token };
       }
     } catch {
@@ -71,7 +80,9 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
   }
 
   function saveCredentials(value) {
-    const raw = JSON.stringify({ session_id: value.session_id, token: value.token });
+    const saved = { session_id: value.session_id, token: value.token };
+    if (queue.length) saved.queue = queue;
+    const raw = JSON.stringify(saved);
     try {
       window.localStorage.setItem(STORAGE_KEY, raw);
     } catch {
@@ -87,6 +98,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     }
     memoryStore.delete(STORAGE_KEY);
     credentials = null;
+    queue = [];
   }
 
   // ---- the API ----
@@ -314,6 +326,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
       renderFatal("Something went wrong", problemDetail(result, "Please try again."), () => showStart(message));
       return;
     }
+    published = result.data;
     renderStart(result.data, message);
   }
 
@@ -392,6 +405,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
 
   async function resume(message, { focus = false } = {}) {
     renderLoading();
+    if (queue.length && navigator.onLine && (await flushQueue())) return;
     const result = await client.getSession(credentials.session_id, { token: credentials.token });
     if (result.network) {
       renderFatal("We can't reach the server", "Your progress is safe. Check your connection and try again.",
@@ -414,6 +428,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
 
   function render(state, { message = "", focus = false } = {}) {
     attempt = null;
+    loadDefinition(state.session);
     clearAlert();
     showStatus(message);
     if (!state.step) renderDone(state.session);
@@ -428,7 +443,11 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
       h("div", { class: "done" },
         h("div", { class: "done-mark", "aria-hidden": "true", text: "✓" }),
         h("h2", { class: "prompt", tabindex: "-1", "data-focus": true, text: "You're all done" }),
-        h("p", { text: `${thanks} Your answers are saved.` }),
+        h("p", {
+          text: queue.length
+            ? `${thanks} Your last answers are kept on this device and sent when you're back online.`
+            : `${thanks} Your answers are saved.`,
+        }),
       ),
     );
   }
@@ -441,7 +460,8 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     const control = buildControl(step, saved, session, slots);
 
     const completed = session.completed_step_ids || [];
-    const previous = completed.length ? completed[completed.length - 1] : null;
+    // Going back needs the server: not while answers given offline wait to be sent.
+    const previous = completed.length && !queue.length ? completed[completed.length - 1] : null;
     const isLast = session.progress && session.progress.completed + 1 >= session.progress.total;
     const submit = h("button", { type: "submit", class: "button", text: isLast ? "Finish" : "Continue" });
     const back = previous
@@ -464,11 +484,15 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
       }
       const body = { step_id: step.id };
       if (!NO_ANSWER_TYPES.has(step.type)) body.answer = value;
+      if (queue.length || !navigator.onLine) {
+        answerOffline(session, step, body, newIdempotencyKey(), slots);
+        return;
+      }
       // One key per attempt. "Try again", or Continue with the same answer after a failure,
       // resends that very attempt, so a lost response can never apply the answer twice.
       const unchanged = attempt && attempt.failed && JSON.stringify(attempt.body) === JSON.stringify(body);
       if (!unchanged) {
-        attempt = { key: newIdempotencyKey(), body, version: session.version, form, slots, submit, back };
+        attempt = { key: newIdempotencyKey(), body, version: session.version, form, slots, submit, back, session, step };
       }
       sendAttempt(attempt);
     });
@@ -504,6 +528,11 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     setBusy(form, submit, false);
     if (attempt !== sent) return; // superseded while in flight
     sent.failed = Boolean(result.network) || result.status === 429 || result.status >= 500;
+    if (result.network && !navigator.onLine) {
+      // Gone offline on the way: queued under the same key, so it is taken once either way.
+      answerOffline(sent.session, sent.step, sent.body, sent.key, slots);
+      return;
+    }
     if (result.network) {
       showAlert("We couldn't save your answer: the server did not respond. Your answer is still here.",
         () => sendAttempt(sent));
@@ -578,6 +607,168 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
       showAlert(problemDetail(result, "Something went wrong."), () => goBack(stepId, sent));
     }
   }
+
+  // ---- offline: a queue of answers, the next step worked out from the definition ----
+
+  async function loadDefinition(session) {
+    if (!session || (published && published.version === session.flow_version)) return;
+    if (!navigator.onLine) return;
+    const result = await client.getPublishedFlow(config.flow);
+    if (result.ok) published = result.data;
+  }
+
+  // The steps of the session's flow version in order, with their phase; null when this page
+  // does not hold that version (a newer one was published since the session started).
+  function flowSteps(session) {
+    if (!published || published.version !== session.flow_version) return null;
+    const steps = [];
+    for (const phase of published.definition.phases || []) {
+      for (const step of phase.steps || []) {
+        steps.push({ ...step, phase_id: phase.id, phase_title: phase.title });
+      }
+    }
+    return steps;
+  }
+
+  const isAnswered = (value) =>
+    !(value === undefined || value === null || ((typeof value === "string" || Array.isArray(value)) && value.length === 0));
+  const includes = (value, expected) => (Array.isArray(value) ? value.includes(expected) : value === expected);
+  const COMPARE = { gt: (a, b) => a > b, gte: (a, b) => a >= b, lt: (a, b) => a < b, lte: (a, b) => a <= b };
+
+  // The engine's conditions (flows/engine.py): true, false, or undefined for one it can't tell.
+  function conditionHolds(when, answers) {
+    const entry = Object.entries(when).find(([name]) => name !== "key");
+    if (!entry) return undefined;
+    const [name, expected] = entry;
+    const value = answers[when.key];
+    if (name === "answered") return isAnswered(value) === expected;
+    if (value === undefined || value === null) return false;
+    if (COMPARE[name]) {
+      return typeof value === "number" && typeof expected === "number" && COMPARE[name](value, expected);
+    }
+    if (name === "equals") return includes(value, expected);
+    if (name === "not_equals") return !includes(value, expected);
+    if (name === "in") return Array.isArray(expected) && expected.some((item) => includes(value, item));
+    return undefined;
+  }
+
+  // The next step's id (null at the end), or undefined when a rule can't be decided here.
+  function nextStepId(steps, stepId, answers) {
+    const index = steps.findIndex((step) => step.id === stepId);
+    if (index < 0) return undefined;
+    for (const rule of steps[index].next || []) {
+      const holds = rule.when ? conditionHolds(rule.when, answers) : true;
+      if (holds === undefined) return undefined;
+      if (holds) return rule.goto;
+    }
+    return index + 1 < steps.length ? steps[index + 1].id : null;
+  }
+
+  // What the server stores for an answer, as far as the jump rules look at it.
+  function normalized(step, answer) {
+    if (typeof answer === "string") return answer.trim() || null;
+    if (step.type === "multi_choice" && Array.isArray(answer)) {
+      return (step.options || []).map((option) => option.value).filter((value) => answer.includes(value));
+    }
+    return answer === undefined ? null : answer;
+  }
+
+  // The state the server will answer with once it takes this answer; null if it can't be told.
+  function stateAfter(session, step, body) {
+    const steps = flowSteps(session);
+    if (!steps) return null;
+    const answers = { ...(session.answers || {}) };
+    if (step.key && !NO_ANSWER_TYPES.has(step.type)) answers[step.key] = normalized(step, body.answer);
+    const next = nextStepId(steps, step.id, answers);
+    if (next === undefined) return null;
+    const completed = [...(session.completed_step_ids || []), step.id];
+    let remaining = 0;
+    for (let id = next; id; id = nextStepId(steps, id, answers)) remaining += 1;
+    const total = completed.length + remaining;
+    const nextSession = {
+      ...session,
+      answers,
+      current_step_id: next,
+      status: next ? "active" : "completed",
+      completed_step_ids: completed,
+      progress: { completed: completed.length, total, percent: next ? Math.floor((100 * completed.length) / total) : 100 },
+    };
+    return { session: nextSession, step: next ? steps.find((candidate) => candidate.id === next) : null };
+  }
+
+  function waitingMessage() {
+    const count = queue.length === 1 ? "1 answer" : `${queue.length} answers`;
+    return `You're offline: ${count} kept on this device, sent when you're back online.`;
+  }
+
+  function answerOffline(session, step, body, key, slots) {
+    if (step.required && !NO_ANSWER_TYPES.has(step.type) && !isAnswered(normalized(step, body.answer))) {
+      slots.show({ answer: ["is required"] });
+      return;
+    }
+    queue.push({ ...body, idempotency_key: key });
+    saveCredentials(credentials);
+    const next = stateAfter(session, step, body);
+    if (next) {
+      render(next, { message: waitingMessage(), focus: true });
+    } else {
+      // A jump rule this page can't decide, or another version of the flow: wait for the server.
+      attempt = null;
+      setChrome({ session, step: null, footer: true });
+      setScreen(
+        h("h2", { class: "prompt", tabindex: "-1", "data-focus": true, text: "Your answer is kept" }),
+        h("p", { text: "The next step needs the server. We'll go on as soon as you're back online." }),
+      );
+      showStatus(waitingMessage());
+    }
+    if (navigator.onLine) flushQueue();
+  }
+
+  // Send the queue as one batch; true when it rendered the server's answer.
+  async function flushQueue() {
+    if (!queue.length || flushing || !credentials) return false;
+    flushing = true;
+    const sent = queue.slice();
+    const result = await client.submitStepBatch(credentials.session_id, sent, { token: credentials.token });
+    flushing = false;
+    if (result.network) return false; // still queued: the next "online" sends it
+    if (result.status === 401 || result.status === 404) {
+      forgetCredentials();
+      showStart("We couldn't find your session any more, so this is a fresh start.");
+      return true;
+    }
+    if (!result.ok) {
+      showAlert(problemDetail(result, "We couldn't send the answers you gave offline."), () => flushQueue());
+      return false;
+    }
+    const results = result.data.results;
+    const taken = results.filter((item) => item.outcome === "applied" || item.outcome === "replayed").length;
+    const later = queue.slice(sent.length);
+    // Answers given while the batch was on its way follow it, unless the server stopped early.
+    queue = taken === sent.length ? later : [];
+    saveCredentials(credentials);
+    const plural = (n) => (n === 1 ? "1 answer" : `${n} answers`);
+    let message = `Back online: ${plural(taken)} given offline ${taken === 1 ? "was" : "were"} saved.`;
+    if (taken < sent.length) {
+      const stopped = results.find((item) => item.outcome === "conflict" || item.outcome === "invalid");
+      const why = stopped && stopped.errors ? Object.values(stopped.errors).flat().join(" ") : "";
+      message = `Back online: ${taken} of ${plural(sent.length)} given offline were saved; please answer again from here.${why ? ` (${why})` : ""}`;
+    }
+    if (queue.length) {
+      showStatus(`${message} ${waitingMessage()}`);
+      if (navigator.onLine) flushQueue();
+      return true;
+    }
+    render({ session: result.data.session, step: result.data.step }, { message, focus: true });
+    return true;
+  }
+
+  window.addEventListener("online", () => {
+    if (queue.length) flushQueue();
+  });
+  window.addEventListener("offline", () => {
+    if (credentials) showStatus("You're offline: keep going, your answers are kept on this device.");
+  });
 
   // ---- one control per step type ----
   //
