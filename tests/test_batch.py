@@ -227,6 +227,8 @@ def test_another_orgs_session_is_a_404(walker, create_org, learner, publish_flow
     response = send(walker, [item(1, 1)], token=studio.sk, session_id="0" * 32)
     assert response.status_code == 404
     assert count(StepEvent) == 0
+    # The same batch with the session's own token is taken: the 404s were about the owner.
+    assert send(walker, [item(1, 1)]).json["results"][0]["outcome"] == "applied"
 
 
 def test_a_secret_key_may_send_a_batch(walker, studio):
@@ -249,3 +251,12 @@ def test_the_outbox_gets_one_step_event_per_taken_item(walker):
     )
     assert sorted(p["seq"] for p in payloads) == list(range(1, INVALID_AT))
     assert {p["answer"] for p in payloads} == set(range(1, INVALID_AT))
+
+
+def test_a_key_twice_in_one_batch_is_taken_once(walker):
+    response = send(walker, [item(1, 1), item(1, 1), item(2, 2, key="offline-1")])
+
+    results = response.json["results"]
+    assert [r["outcome"] for r in results] == ["applied", "replayed", "invalid"]
+    assert results[2]["errors"] == {"idempotency_key": ["was used with another body"]}
+    assert count(StepEvent, StepEvent.session_id == walker.session_id) == 1
