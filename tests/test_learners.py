@@ -6,6 +6,7 @@ against the real database.
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from console_client import Console, add_staff
 from mentorflow.flows.models import LearnerSession, LearnerToken, SessionStatus
 from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.tenants.models import Role
 from support import DEMO_FLOW
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
@@ -368,3 +371,48 @@ def test_learner_token_starts_keep_idempotency_keys_of_their_own(client, studio)
     )
     assert stranger.status_code == 201 and "Idempotent-Replayed" not in stranger.headers
     assert stranger.json["session"]["id"] != first.json["session"]["id"]
+
+
+def test_the_console_learner_page_shows_sessions_across_flows_and_a_timeline(
+    ctx, client, studio, create_org
+):
+    token = mint(client, studio)
+    intake = start(client, studio.slug, token).json["session"]["id"]
+    steps = f"/v1/orgs/{studio.slug}/sessions/{intake}/steps"
+    for step_id, answer in [("phase-1-step-1", None), ("phase-1-step-2", "new")]:
+        assert (
+            client.post(
+                steps, json={"step_id": step_id, "answer": answer}, headers=bearer(token)
+            ).status_code
+            == 200
+        )
+    pricing = start(client, studio.slug, token, flow="rafael-tats").json["session"]["id"]
+    anonymous = start(client, studio.slug, studio.pk, external_user_id="user-4711")
+    mentor = Console(ctx.test_client())
+    assert mentor.login(add_staff(studio.org, "mentor@example.com", Role.MENTOR)).status_code == 302
+
+    # Every session page names its learner and links to them (or says it has none).
+    session_page = mentor.get(f"/admin/sessions/{intake}").get_data(as_text=True)
+    link = re.search(r'href="(/admin/learners/\d+)"', session_page)
+    assert link is not None
+    other = mentor.get(f"/admin/sessions/{anonymous.json['session']['id']}").get_data(as_text=True)
+    assert re.search(r'href="/admin/learners/\d+"', other) is None
+    assert "not tied to that user" in other
+
+    page = mentor.get(link.group(1))
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "user-4711" in html
+    sessions_table = html[html.index('id="learner-sessions"') : html.index('id="learner-timeline"')]
+    assert intake in sessions_table and pricing in sessions_table
+    assert anonymous.json["session"]["id"] not in sessions_table
+    timeline = html[html.index('id="learner-timeline"') :]
+    assert timeline.count(f'data-session="{intake}"') == 2
+    assert "Under a year" in timeline
+    assert "user-4711" in mentor.get("/admin/learners/").get_data(as_text=True)
+
+    # Another org's staff get a 404 for this learner.
+    other_org = create_org("other-console")
+    stranger = Console(ctx.test_client())
+    stranger.login(add_staff(other_org.org, "stranger@example.com", Role.OWNER))
+    assert stranger.get(link.group(1)).status_code == 404
