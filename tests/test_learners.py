@@ -250,6 +250,14 @@ def test_token_lifetime_is_bounded_and_defaulted(client, studio):
         f"/v1/orgs/{studio.slug}/learners/{'x' * 201}/tokens", json={}, headers=bearer(studio.sk)
     )
     assert long_id.status_code == 422 and "ext" in long_id.json["errors"]
+    nul = client.post(
+        f"/v1/orgs/{studio.slug}/learners/a%00b/tokens", json={}, headers=bearer(studio.sk)
+    )
+    assert nul.status_code == 422 and "ext" in nul.json["errors"]
+    assert (
+        client.get(f"/v1/orgs/{studio.slug}/learners/a%00b", headers=bearer(studio.sk)).status_code
+        == 404
+    )
 
 
 def test_the_learner_and_their_sessions_are_listed_with_filters_and_pages(client, studio):

@@ -26,6 +26,7 @@ from mentorflow.flows.models import Flow, Learner, LearnerSession, LearnerToken,
 from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.platform.text import text_problem
 from mentorflow.tenants.credentials import (
     LEARNER_TOKEN_PREFIX,
     SESSION_TOKEN_PREFIX,
@@ -61,9 +62,16 @@ def learner_token_owner(token_hash: str) -> LearnerIdentity | None:
     return LearnerIdentity(row.org_id, row.learner_id, row.external_user_id)
 
 
+def external_user_id_problem(external_user_id: str) -> str | None:
+    """Return why ``external_user_id`` can be no learner's id, or None when it can."""
+    if len(external_user_id) > EXTERNAL_USER_ID_MAX:
+        return f"must be at most {EXTERNAL_USER_ID_MAX} characters"
+    return text_problem(external_user_id)
+
+
 def find_learner(org_id: int, external_user_id: str) -> Learner | None:
     """Return the org's learner ``external_user_id``, if the org has seen them."""
-    if len(external_user_id) > EXTERNAL_USER_ID_MAX:
+    if external_user_id_problem(external_user_id):
         return None
     return db.session.scalars(
         sa.select(Learner).where(

@@ -72,8 +72,9 @@ class LearnerTokens(MethodView):
         errors: dict[str, list[str]] = {}
         if ttl > longest:
             errors["ttl_seconds"] = [f"must be from 60 to {longest} seconds"]
-        if len(ext) > learners.EXTERNAL_USER_ID_MAX:
-            errors["ext"] = [f"must be at most {learners.EXTERNAL_USER_ID_MAX} characters"]
+        problem = learners.external_user_id_problem(ext)
+        if problem:
+            errors["ext"] = [problem]
         if errors:
             abort(422, errors=errors)
         begin_write(db.session)
