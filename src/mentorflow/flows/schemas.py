@@ -308,11 +308,10 @@ class StartSessionSchema(ma.Schema):
         },
     )
     resume = fields.Boolean(
-        load_default=False,
         metadata={
             "description": "With a learner token (or a secret key naming `external_user_id`): "
             "answer 200 with the learner's active session of this flow if there is one, "
-            "else start one (201). Never with a publishable key (403)."
+            "else start one (201). Never with a publishable key (403). Default false."
         },
     )
 
