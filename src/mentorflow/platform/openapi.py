@@ -176,7 +176,10 @@ ALWAYS_SENT = frozenset(
 #: An example problem of each status the API answers with, for the document.
 PROBLEM_EXAMPLES: dict[int, dict[str, Any]] = {
     400: {"detail": "The request body is not valid JSON: Expecting value: line 1 column 1."},
-    401: {"detail": "Send an API key or session token as 'Authorization: Bearer <token>'."},
+    401: {
+        "detail": "Send an API key, learner token or session token as "
+        "'Authorization: Bearer <token>'."
+    },
     403: {"detail": "This endpoint needs a secret key; a publishable credential was sent."},
     404: {"detail": "No session 's_8Jc2kq0Qm1xZr7Yb'."},
     409: {"detail": "Job 7 is running; its file is not ready."},
