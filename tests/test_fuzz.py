@@ -79,7 +79,7 @@ def credential(path: str, api: dict[str, Any]) -> str:
     """Return the credential a route takes: the session's token, a secret or publishable key."""
     if "/sessions/{session_id}" in path:
         return api["token"]
-    if "/jobs/" in path:
+    if "/jobs/" in path or "/learners/" in path:
         return api["keys"].sk
     return api["keys"].pk
 

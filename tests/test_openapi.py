@@ -34,7 +34,7 @@ OPERATION_IDS = {
     ("get", "/v1/orgs/{org}/jobs/{job_id}"): "getJob",
     ("get", "/v1/orgs/{org}/jobs/{job_id}/download"): "downloadJobFile",
 }
-SCHEMES = {"publishableKey": "pk", "secretKey": "sk", "sessionToken": "st"}
+SCHEMES = {"publishableKey": "pk", "secretKey": "sk", "sessionToken": "st", "learnerToken": "lt"}
 #: Problems any operation can answer with: no or a bad key, the wrong kind of key, another
 #: org's or an unknown object, unstorable text in the query, the rate limit.
 EVERY_OPERATION = {"401", "403", "404", "422", "429"}
@@ -351,8 +351,19 @@ def test_each_operation_takes_exactly_the_credentials_its_security_names(
         "flow": "onboarding",
         "session_id": walker.session_id,
         "job_id": str(job.id),
+        "ext": "user-4711",
     }
-    credentials = {"publishableKey": keys.pk, "secretKey": keys.sk, "sessionToken": walker.token}
+    minted = client.post(
+        f"/v1/orgs/{keys.slug}/learners/user-4711/tokens",
+        json={},
+        headers={"Authorization": f"Bearer {keys.sk}"},
+    )
+    credentials = {
+        "publishableKey": keys.pk,
+        "secretKey": keys.sk,
+        "sessionToken": walker.token,
+        "learnerToken": minted.json["token"],
+    }
     for method, path, operation in operations(document):
         url = re.sub(r"\{(\w+)\}", lambda m: pinned[m.group(1)], path)
         allowed = {name for requirement in operation["security"] for name in requirement}
@@ -372,6 +383,15 @@ def test_each_operation_takes_exactly_the_credentials_its_security_names(
                 assert response.status_code not in (401, 403), label
             else:
                 assert response.status_code == 403, label
+            # The calls that replace a credential: keep walking with the new one.
+            if response.status_code == 201 and operation["operationId"] == "mintSessionToken":
+                credentials["sessionToken"] = response.json["token"]
+            if response.status_code == 204 and operation["operationId"] == "revokeLearnerTokens":
+                credentials["learnerToken"] = client.post(
+                    f"/v1/orgs/{keys.slug}/learners/user-4711/tokens",
+                    json={},
+                    headers={"Authorization": f"Bearer {keys.sk}"},
+                ).json["token"]
 
 
 def test_the_api_guide_covers_every_operation_step_type_and_problem(document):

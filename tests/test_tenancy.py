@@ -24,6 +24,17 @@ def two_orgs(create_org, publish_flow, learner):
     walker_a.start("onboarding")
     walker_b = learner(b)
     walker_b.start("onboarding")
+    # A learner of org A with a session of theirs, and a learner token of org B's.
+    walker_a.client.post(
+        "/v1/orgs/org-a/flows/onboarding/sessions",
+        json={"external_user_id": "user-a"},
+        headers={"Authorization": f"Bearer {a.sk}"},
+    )
+    walker_b.learner_token = walker_b.client.post(
+        "/v1/orgs/org-b/learners/user-a/tokens",
+        json={},
+        headers={"Authorization": f"Bearer {b.sk}"},
+    ).json["token"]
     begin_write(db.session)
     job = Job(org_id=a.org.id, kind="export")
     db.session.add(job)
@@ -33,6 +44,7 @@ def two_orgs(create_org, publish_flow, learner):
         "flow": "onboarding",
         "session_id": walker_a.session_id,
         "job_id": job.id,
+        "ext": "user-a",
     }
     return a, b, walker_b, values
 
@@ -50,10 +62,15 @@ def test_every_tenant_route_is_covered(app):
     assert len(routes) >= 7, routes
 
 
-@pytest.mark.parametrize("credential", ["secret", "publishable", "session"])
+@pytest.mark.parametrize("credential", ["secret", "publishable", "session", "learner"])
 def test_other_orgs_credentials_get_404_on_every_route(ctx, client, two_orgs, credential):
     _, b, walker_b, values = two_orgs
-    token = {"secret": b.sk, "publishable": b.pk, "session": walker_b.token}[credential]
+    token = {
+        "secret": b.sk,
+        "publishable": b.pk,
+        "session": walker_b.token,
+        "learner": walker_b.learner_token,
+    }[credential]
     for rule, method in tenant_routes(ctx):
         url = rule.build(values, append_unknown=False)[1]
         response = client.open(

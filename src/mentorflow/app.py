@@ -75,15 +75,20 @@ def _import_models() -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from mentorflow.flows.learner_sessions import session_token_owner
+    from mentorflow.flows.learners import learner_token_owner
     from mentorflow.tenants.credentials import init_credentials
 
-    init_credentials(app, session_token_owner=session_token_owner)
+    init_credentials(
+        app, session_token_owner=session_token_owner, learner_token_owner=learner_token_owner
+    )
     from mentorflow.flows.api import blp as flows_blp
     from mentorflow.flows.batch_api import blp as batch_blp
+    from mentorflow.flows.learners_api import blp as learners_blp
     from mentorflow.jobs.api import blp as jobs_blp
 
     api.register_blueprint(flows_blp)
     api.register_blueprint(batch_blp)
+    api.register_blueprint(learners_blp)
     api.register_blueprint(jobs_blp)
 
     from mentorflow.admin.console import csrf, init_console
@@ -95,6 +100,7 @@ def _register_blueprints(app: Flask) -> None:
     # The API authenticates with bearer keys, not cookies: no CSRF token there.
     csrf.exempt(flows_blp)
     csrf.exempt(batch_blp)
+    csrf.exempt(learners_blp)
     csrf.exempt(jobs_blp)
     init_console(app)
 

@@ -9,8 +9,9 @@ from typing import Any
 from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
 
-from mentorflow.flows import authoring, learner_sessions
+from mentorflow.flows import authoring, learner_sessions, learners
 from mentorflow.flows import examples as ex
+from mentorflow.flows import learner_examples as lx
 from mentorflow.flows.engine import AnswerError
 from mentorflow.flows.models import SessionStatus
 from mentorflow.flows.schemas import (
@@ -29,7 +30,12 @@ from mentorflow.platform.errors import Blueprint, abort
 from mentorflow.platform.extensions import db
 from mentorflow.platform.openapi import problem, problems, security
 from mentorflow.platform.outbox import WriteTransaction, write_transaction
-from mentorflow.tenants.credentials import CredentialKind, check_session_token, require
+from mentorflow.tenants.credentials import (
+    Credential,
+    CredentialKind,
+    check_session_token,
+    require,
+)
 from mentorflow.tenants.scoping import scope_blueprint_to_org
 from mentorflow.tenants.tenancy import current_org
 
@@ -43,7 +49,8 @@ blp = Blueprint(
 scope_blueprint_to_org(blp)
 
 KEYS = (CredentialKind.PUBLISHABLE, CredentialKind.SECRET)
-SESSION_READERS = (CredentialKind.SECRET, CredentialKind.SESSION)
+STARTERS = (*KEYS, CredentialKind.LEARNER)
+SESSION_READERS = (CredentialKind.SECRET, CredentialKind.SESSION, CredentialKind.LEARNER)
 SESSION_ID = re.compile(learner_sessions.SESSION_ID_RE)
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -65,7 +72,8 @@ def _session_etag(session_version: int) -> str:
 def _load_session(
     session_id: str, transaction: WriteTransaction | None = None
 ) -> learner_sessions.SessionRecord:
-    """Load the URL's session for a secret key or that session's own token; 404 otherwise.
+    """Load the URL's session for a secret key, that session's own token or its learner's
+    token; 404 otherwise.
 
     In a ``transaction``, the session's row is locked until it ends.
     """
@@ -85,6 +93,10 @@ def _load_session(
             current_org.id,
             closed_at=learner_sessions.closed_at(session) if session else None,
         )
+    if credential.learner is not None and (
+        session is None or session.learner_id != credential.learner.learner_id
+    ):
+        session = None  # another learner's session is as absent as an unknown one
     if session is None:
         abort(404, message=f"No session '{session_id}'.")
     return session
@@ -138,14 +150,30 @@ class PublishedFlow(MethodView):
 
 @blp.route("/flows/<flow>/sessions")
 class FlowSessions(MethodView):
-    @blp.doc(operationId="startSession", security=security(*KEYS), parameters=["IdempotencyKey"])
-    @blp.arguments(StartSessionSchema(), example=ex.START_REQUEST)
+    @blp.doc(
+        operationId="startSession", security=security(*STARTERS), parameters=["IdempotencyKey"]
+    )
+    @blp.arguments(
+        StartSessionSchema(),
+        examples={
+            "contact": {"value": ex.START_REQUEST},
+            "resume_as_learner": {"value": lx.START_AS_LEARNER},
+        },
+    )
     @blp.response(
         201,
         SessionCreatedSchema,
         description="The new session at its first step, and its token (shown only here).",
         headers={**REPLAYABLE_HEADERS, "Location": "Location"},
         example=ex.SESSION_CREATED,
+    )
+    @blp.alt_response(
+        200,
+        schema=SessionStateSchema,
+        description="With `resume: true`: the learner's active session of this flow, as it "
+        "stands (no new token: the learner token reads and advances it).",
+        headers={**REPLAYABLE_HEADERS, "Location": "Location"},
+        example=lx.RESUMED,
     )
     @problem(
         blp,
@@ -155,62 +183,111 @@ class FlowSessions(MethodView):
     )
     @problems(blp, 400, 401, 403, 404, 413, 415, 429)
     def post(self, contact: dict[str, Any], org: str, flow: str) -> Any:
-        """Start a learner session on the flow's published version."""
-        credential = require(*KEYS)
+        """Start a learner session on the flow's published version, or resume the learner's."""
+        credential = require(*STARTERS)
+        resume = bool(contact.pop("resume", False))
+        learner_ext = _starting_learner(credential, contact, resume)
         key = _idempotency_key()
         begin_write(db.session)
         if key is None:
-            return _start_session(org, flow, contact)
-        assert credential.key_id is not None
+            return _start_session(org, flow, contact, learner_ext, resume)
+        # A learner token's keys are the learner's own; an API key's are that key's.
+        scope: idempotency.StartScope
+        if credential.learner is not None:
+            scope = ("learner_id", credential.learner.learner_id)
+        else:
+            assert credential.key_id is not None
+            scope = ("api_key_id", credential.key_id)
         fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
-        replay = _replayed_start(credential.key_id, key, fingerprint)
+        replay = _replayed_start(scope, key, fingerprint)
         if replay is not None:
             return replay
-        return _start_session(org, flow, contact, (credential.key_id, key, fingerprint))
+        return _start_session(org, flow, contact, learner_ext, resume, (scope, key, fingerprint))
+
+
+def _starting_learner(credential: Credential, contact: dict[str, Any], resume: bool) -> str | None:
+    """Return whose session the start is (their external user id), None for nobody's.
+
+    A learner token starts as its learner; a secret key as the ``external_user_id`` it names.
+    A publishable key's session is nobody's: it never resumes, nor lands in a learner's list.
+    """
+    named = contact.get("external_user_id")
+    if credential.learner is not None:
+        own = credential.learner.external_user_id
+        if named is not None and named != own:
+            abort(
+                422, errors={"external_user_id": ["must be the learner token's own (or omitted)"]}
+            )
+        contact["external_user_id"] = own
+        return own
+    if credential.kind == CredentialKind.SECRET and named:
+        return named
+    if resume and credential.kind == CredentialKind.PUBLISHABLE:
+        abort(403, message="A publishable key never resumes a session; use a learner token.")
+    if resume:
+        abort(422, errors={"resume": ["needs external_user_id with a secret key"]})
+    return None
 
 
 def _start_session(
     org: str,
     flow: str,
     contact: dict[str, Any],
-    start_key: tuple[int, str, str] | None = None,
+    learner_ext: str | None,
+    resume: bool,
+    start_key: tuple[idempotency.StartScope, str, str] | None = None,
 ) -> Response:
-    """Start the session and commit; under ``start_key`` (API key id, key, fingerprint) store
-    the response for retries, or replay a concurrent retry's that committed first."""
+    """Start the session (or with ``resume``, find the learner's active one) and commit;
+    under ``start_key`` (scope, key, fingerprint) store the response for retries, or replay a
+    concurrent retry's that committed first."""
     found = authoring.find_published(current_org.id, flow)
     if found is None:
         abort(404, message=f"No published flow '{flow}'.")
-    session, token = learner_sessions.start_session(current_org, *found, **contact)
-    body = learner_sessions.session_state(current_org, learner_sessions.session_record(session))
-    body["token"] = token
+    # Locked until the commit: this learner's starts run one at a time, so a resume sees the
+    # session any start before it made.
+    learner = learners.enter_learner(current_org.id, learner_ext) if learner_ext else None
+    resumed = None
+    if learner is not None and resume:
+        resumed = learners.active_session(current_org.id, learner.id, found[0].id)
+    if resumed is not None:
+        status, body = 200, learner_sessions.session_state(current_org, resumed)
+        session_id = resumed.id
+    else:
+        session, token = learner_sessions.start_session(
+            current_org, *found, **contact, learner_id=learner.id if learner else None
+        )
+        record = learner_sessions.session_record(session)
+        status, body = 201, learner_sessions.session_state(current_org, record)
+        body["token"] = token
+        session_id = session.id
     text = json.dumps(body)
     if start_key is not None:
-        api_key_id, key, fingerprint = start_key
+        scope, key, fingerprint = start_key
         stored = idempotency.store_start(
             current_org.id,
-            api_key_id,
+            scope,
             key,
-            session.id,
+            session_id,
             fingerprint,
-            201,
+            status,
             text,
             current_app.config,
         )
         if not stored:
             # The first attempt committed while this one ran: drop this session, replay that.
             db.session.rollback()
-            replay = _replayed_start(api_key_id, key, fingerprint)
+            replay = _replayed_start(scope, key, fingerprint)
             assert replay is not None
             return replay
     db.session.commit()
-    location = url_for("learner.LearnerSessionResource", org=org, session_id=session.id)
-    return _json_response(text, body["session"]["version"], 201, Location=location)
+    location = url_for("learner.LearnerSessionResource", org=org, session_id=session_id)
+    return _json_response(text, body["session"]["version"], status, Location=location)
 
 
-def _replayed_start(api_key_id: int, key: str, fingerprint: str) -> Response | None:
+def _replayed_start(scope: idempotency.StartScope, key: str, fingerprint: str) -> Response | None:
     """Return the stored start response for ``key`` (422 if its body differed), or None."""
     try:
-        stored = idempotency.find_start(current_org.id, api_key_id, key, current_app.config)
+        stored = idempotency.find_start(current_org.id, scope, key, current_app.config)
     except idempotency.UnreadableStoredResponse:
         abort(
             422,

@@ -59,6 +59,7 @@ def start_session(
     email: str | None = None,
     phone: str | None = None,
     external_user_id: str | None = None,
+    learner_id: int | None = None,
 ) -> tuple[LearnerSession, str]:
     """Start a session pinned to ``version``; return it with its token (shown once)."""
     now = utcnow()
@@ -76,6 +77,7 @@ def start_session(
         email=email,
         phone=phone,
         external_user_id=external_user_id,
+        learner_id=learner_id,
         memory_container=f"mentorflow-{org.slug}-{session_id}",
         token_hash=hash_secret(token),
         version=1,
@@ -105,6 +107,7 @@ _SESSION_COLUMNS = [
     LearnerSession.email,
     LearnerSession.phone,
     LearnerSession.external_user_id,
+    LearnerSession.learner_id,
     LearnerSession.memory_container,
     LearnerSession.token_hash,
     LearnerSession.version,
@@ -154,6 +157,7 @@ class SessionRecord:
     email: str | None
     phone: str | None
     external_user_id: str | None
+    learner_id: int | None
     memory_container: str
     token_hash: str
     version: int
@@ -234,6 +238,18 @@ def find_session(
     """Return the org's session."""
     params = {"session_id": session_id, "org_id": org_id}
     return _record(_FIND_SESSION.first(connection or db.session.connection(), params))
+
+
+def find_sessions(*conditions: Any, order_by: list[Any], limit: int) -> list[SessionRecord]:
+    """Return the sessions matching ``conditions`` in ``order_by`` order, at most ``limit``."""
+    stmt = (
+        sa.select(*_SESSION_COLUMNS, FlowVersion.checksum)
+        .join(FlowVersion, FlowVersion.id == LearnerSession.flow_version_id)
+        .where(*conditions)
+        .order_by(*order_by)
+        .limit(limit)
+    )
+    return [_record(dict(row)) for row in db.session.execute(stmt).mappings()]  # type: ignore[misc]
 
 
 def session_record(session: LearnerSession) -> SessionRecord:

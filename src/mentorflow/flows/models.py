@@ -97,6 +97,11 @@ class LearnerSession(db.Model):
     email: Mapped[str | None] = mapped_column(sa.String(320))
     phone: Mapped[str | None] = mapped_column(sa.String(40))
     external_user_id: Mapped[str | None] = mapped_column(sa.String(200), index=True)
+    #: The learner the session belongs to (``learners.id``): set when started with a secret
+    #: key naming an ``external_user_id`` or with the learner's token, never by a publishable
+    #: key. Not a foreign key: adding one on SQLite rebuilds this table, and dropping the old
+    #: one cascades to every step event and outbox row. Learners go only with their org.
+    learner_id: Mapped[int | None] = mapped_column(index=True)
     memory_container: Mapped[str] = mapped_column(sa.String(200))
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     version: Mapped[int] = mapped_column(default=1)
@@ -115,6 +120,40 @@ class LearnerSession(db.Model):
 
     def __repr__(self) -> str:
         return f"<LearnerSession {self.id} {self.status}>"
+
+
+class Learner(db.Model):
+    """One of an org's users, by the org's own id: the owner of sessions across devices."""
+
+    __tablename__ = "learners"
+    __table_args__ = (sa.UniqueConstraint("org_id", "external_user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(sa.ForeignKey("orgs.id", ondelete="CASCADE"))
+    external_user_id: Mapped[str] = mapped_column(sa.String(200))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: When a token was minted or a session started as the learner (session moves are read
+    #: from the sessions themselves).
+    last_active_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Learner {self.org_id}:{self.external_user_id}>"
+
+
+class LearnerToken(db.Model):
+    """A learner token ``lt_…`` for one device, stored as its digest."""
+
+    __tablename__ = "learner_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(sa.ForeignKey("orgs.id", ondelete="CASCADE"))
+    learner_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("learners.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
 
 
 class EventKind(enum.StrEnum):

@@ -298,7 +298,22 @@ class StartSessionSchema(ma.Schema):
         validate=validate.Regexp(PHONE_RE, error="must be 7-20 digits, +, spaces or dashes"),
         allow_none=True,
     )
-    external_user_id = fields.String(validate=validate.Length(min=1, max=200), allow_none=True)
+    external_user_id = fields.String(
+        validate=validate.Length(min=1, max=200),
+        allow_none=True,
+        metadata={
+            "description": "The org's own id of the user. With a secret key the session is "
+            "that learner's; with a learner token it is the token's (or omitted); with a "
+            "publishable key it is recorded but the session is no learner's."
+        },
+    )
+    resume = fields.Boolean(
+        metadata={
+            "description": "With a learner token (or a secret key naming `external_user_id`): "
+            "answer 200 with the learner's active session of this flow if there is one, "
+            "else start one (201). Never with a publishable key (403). Default false."
+        },
+    )
 
 
 class StepSubmissionSchema(ma.Schema):

@@ -15,6 +15,8 @@ from mentorflow.platform.files import make_private_dir, open_private, touch_priv
 MAX_DURATION = 365 * 86400
 #: The shortest inactivity before a session is abandoned.
 MIN_ABANDON_AFTER = 60
+#: The shortest life a learner token may be given.
+MIN_LEARNER_TOKEN_TTL = 60
 
 #: Every setting an operator may change, with its default. The README documents each one.
 DEFAULTS: dict[str, Any] = {
@@ -79,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a learner's session token keeps working after its session completes or is
     # abandoned.
     "SESSION_TOKEN_LIFETIME": 30 * 24 * 3600,
+    # Seconds a learner token (lt_…) works when minted without ttl_seconds, and the most a
+    # mint may ask for.
+    "LEARNER_TOKEN_TTL": 7 * 24 * 3600,
+    "LEARNER_TOKEN_MAX_TTL": 30 * 24 * 3600,
     # "production", "development", or "auto": production unless the database is SQLite.
     "ENVIRONMENT": "auto",
 }
@@ -143,6 +149,18 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["TRUSTED_PROXIES"] = _proxy_count(config["TRUSTED_PROXIES"])
     config["ABANDON_AFTER"] = _bounded_seconds(
         "ABANDON_AFTER", config["ABANDON_AFTER"], MIN_ABANDON_AFTER, MAX_DURATION
+    )
+    config["LEARNER_TOKEN_MAX_TTL"] = _bounded_seconds(
+        "LEARNER_TOKEN_MAX_TTL",
+        config["LEARNER_TOKEN_MAX_TTL"],
+        MIN_LEARNER_TOKEN_TTL,
+        MAX_DURATION,
+    )
+    config["LEARNER_TOKEN_TTL"] = _bounded_seconds(
+        "LEARNER_TOKEN_TTL",
+        config["LEARNER_TOKEN_TTL"],
+        MIN_LEARNER_TOKEN_TTL,
+        config["LEARNER_TOKEN_MAX_TTL"],
     )
 
 

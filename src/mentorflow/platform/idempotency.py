@@ -1,8 +1,9 @@
 """Idempotency keys: a retried request with the same key gets the first response back.
 
 A step or a back move keeps its key per session (:class:`IdempotencyKey`); a session start,
-which has no session yet, keeps it per API key (:class:`SessionStartKey`), its response
-encrypted at rest since it holds the new session's token.
+which has no session yet, keeps it per API key, or per learner when started with a learner
+token (:class:`SessionStartKey`), its response encrypted at rest since it holds the new
+session's token.
 """
 
 from __future__ import annotations
@@ -149,14 +150,19 @@ def store_response(
 
 
 class SessionStartKey(db.Model):
-    """The Idempotency-Key of a session start, per API key: the start's response to replay."""
+    """The Idempotency-Key of a session start, per API key or per learner (exactly one is
+    set): the start's response to replay."""
 
     __tablename__ = "session_start_keys"
-    __table_args__ = (sa.UniqueConstraint("org_id", "api_key_id", "key"),)
+    __table_args__ = (
+        sa.UniqueConstraint("org_id", "api_key_id", "key"),
+        sa.UniqueConstraint("org_id", "learner_id", "key"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(sa.ForeignKey("orgs.id", ondelete="CASCADE"))
-    api_key_id: Mapped[int] = mapped_column(sa.ForeignKey("api_keys.id", ondelete="CASCADE"))
+    api_key_id: Mapped[int | None] = mapped_column(sa.ForeignKey("api_keys.id", ondelete="CASCADE"))
+    learner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("learners.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(sa.String(255))
     #: The session the start created: erasing it erases this replay (and its token) too.
     session_id: Mapped[str] = mapped_column(
@@ -173,8 +179,14 @@ class UnreadableStoredResponse(ValueError):
     """A stored start response can't be decrypted (the encryption key changed)."""
 
 
-def find_start(org_id: int, api_key_id: int, key: str, config: Any) -> StoredResponse | None:
-    """Return the start response stored for ``key`` of this API key, if fresh (decrypted)."""
+#: Whose Idempotency-Keys a start's key is among: ``("api_key_id", id)`` or
+#: ``("learner_id", id)``.
+StartScope = tuple[str, int]
+
+
+def find_start(org_id: int, scope: StartScope, key: str, config: Any) -> StoredResponse | None:
+    """Return the start response stored for ``key`` in ``scope``, if fresh (decrypted)."""
+    column, owner_id = scope
     row = db.session.execute(
         sa.select(
             SessionStartKey.request_hash,
@@ -182,7 +194,7 @@ def find_start(org_id: int, api_key_id: int, key: str, config: Any) -> StoredRes
             SessionStartKey.response_body,
         ).where(
             SessionStartKey.org_id == org_id,
-            SessionStartKey.api_key_id == api_key_id,
+            getattr(SessionStartKey, column) == owner_id,
             SessionStartKey.key == key,
             SessionStartKey.created_at > utcnow() - RETENTION,
         )
@@ -198,7 +210,7 @@ def find_start(org_id: int, api_key_id: int, key: str, config: Any) -> StoredRes
 
 def store_start(
     org_id: int,
-    api_key_id: int,
+    scope: StartScope,
     key: str,
     session_id: str,
     request_hash: str,
@@ -213,9 +225,10 @@ def store_start(
     """
     dialect = db.session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    column, owner_id = scope
     stmt = insert(SessionStartKey.__table__).values(
         org_id=org_id,
-        api_key_id=api_key_id,
+        **{column: owner_id},
         key=key,
         session_id=session_id,
         request_hash=request_hash,
@@ -226,7 +239,7 @@ def store_start(
     table = SessionStartKey.__table__
     # Only a key past retention (not yet pruned) is taken over; a fresh one stays the first's.
     stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "api_key_id", "key"],
+        index_elements=["org_id", column, "key"],
         set_={
             name: stmt.excluded[name]
             for name in ("session_id", "request_hash", "status_code", "response_body", "created_at")

@@ -53,6 +53,14 @@ SECURITY_SCHEMES: dict[str, tuple[str, str, str]] = {
         "session only. It stops working MENTORFLOW_SESSION_TOKEN_LIFETIME seconds after the "
         "session completes or is abandoned.",
     ),
+    "learner": (
+        "learnerToken",
+        "lt",
+        "A learner token, `lt_…`, minted by the org's backend (mintLearnerToken) for one of its "
+        "users on a device: reads that learner, lists, reads and advances their sessions and "
+        "starts new ones as them (with `resume`). Another learner's session is a 404. It "
+        "expires (`expires_at`) and is revoked by revokeLearnerTokens.",
+    ),
 }
 
 #: Request headers, registered as parameters and named in ``@blp.doc(parameters=[...])``.
@@ -168,7 +176,10 @@ ALWAYS_SENT = frozenset(
 #: An example problem of each status the API answers with, for the document.
 PROBLEM_EXAMPLES: dict[int, dict[str, Any]] = {
     400: {"detail": "The request body is not valid JSON: Expecting value: line 1 column 1."},
-    401: {"detail": "Send an API key or session token as 'Authorization: Bearer <token>'."},
+    401: {
+        "detail": "Send an API key, learner token or session token as "
+        "'Authorization: Bearer <token>'."
+    },
     403: {"detail": "This endpoint needs a secret key; a publishable credential was sent."},
     404: {"detail": "No session 's_8Jc2kq0Qm1xZr7Yb'."},
     409: {"detail": "Job 7 is running; its file is not ready."},
@@ -391,8 +402,9 @@ GET. A client keeps only the session's id and token.
 **Credentials** (each operation's `security` names the kinds it takes), all sent as
 `Authorization: Bearer …`: a publishable key `pk_…` (browsers: read published flows, start
 sessions), a secret key `sk_…` (servers: everything in the org) and a session's own token
-`st_…` (returned once by startSession: that session only). Another org's flow, session or job
-is a 404, like one that does not exist.
+`st_…` (returned once by startSession: that session only), and a learner token `lt_…`
+(minted by the org's backend for one of its users: that learner's sessions, on any device).
+Another org's flow, session, learner or job is a 404, like one that does not exist.
 
 **Errors** are RFC 9457 problems (`application/problem+json`): `type`, `title`, `status`,
 `detail`, and for a 422 `errors` per field path. A 409 on a step also carries the `session`

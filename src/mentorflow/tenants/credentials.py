@@ -1,4 +1,4 @@
-"""The request's credential: an org's API key or a learner session's token."""
+"""The request's credential: an org's API key, a learner's token or a learner session's token."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import ApiKey
 
 SESSION_TOKEN_PREFIX = "st"
+LEARNER_TOKEN_PREFIX = "lt"
 _TOKEN_OWNER = "mentorflow.session_token_owner"
+_LEARNER_TOKEN_OWNER = "mentorflow.learner_token_owner"
 #: Looks up (session id, org id) by a session token's digest.
 TokenOwner = Callable[[str], tuple[str, int] | None]
+#: Looks up the learner a live (unexpired, unrevoked) learner token opens by its digest.
+LearnerTokenOwner = Callable[[str], "LearnerIdentity | None"]
 #: How stale ``api_keys.last_used_at`` may get before a request refreshes it.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -28,17 +32,29 @@ class CredentialKind(enum.StrEnum):
     PUBLISHABLE = "publishable"
     SECRET = "secret"
     SESSION = "session"
+    LEARNER = "learner"
+
+
+@dataclass(frozen=True)
+class LearnerIdentity:
+    """The learner a learner token opens: (org, the org's own user id)."""
+
+    org_id: int
+    learner_id: int
+    external_user_id: str
 
 
 @dataclass(frozen=True)
 class Credential:
-    """Who is calling: an org's API key, or one learner session's token."""
+    """Who is calling: an org's API key, a learner's token, or one learner session's token."""
 
     kind: CredentialKind
     #: None for a session token not yet matched against its session (see ``session_token``).
     org_id: int | None
     key_id: int | None = None
     token_hash: str | None = None
+    #: The learner of a learner token.
+    learner: LearnerIdentity | None = None
 
 
 def _bearer_token() -> str | None:
@@ -59,7 +75,9 @@ def authenticate() -> Credential:
         return g.credential
     token = _bearer_token()
     if token is None:
-        _unauthorized("Send an API key or session token as 'Authorization: Bearer <token>'.")
+        _unauthorized(
+            "Send an API key, learner token or session token as 'Authorization: Bearer <token>'."
+        )
     g.credential = _resolve(token)
     return g.credential
 
@@ -80,7 +98,14 @@ def _resolve(token: str) -> Credential:
             _unauthorized("The API key is not valid or has been revoked.")
         _touch_key(key.id, key.last_used_at)
         return Credential(CredentialKind(str(key.kind)), org_id=key.org_id, key_id=key.id)
-    _unauthorized("Unknown token format: expected pk_…, sk_… or st_….")
+    if token.startswith(f"{LEARNER_TOKEN_PREFIX}_"):
+        learner = current_app.extensions[_LEARNER_TOKEN_OWNER](digest)
+        if learner is None:
+            _unauthorized("The learner token is not valid: unknown, expired or revoked.")
+        return Credential(
+            CredentialKind.LEARNER, org_id=learner.org_id, token_hash=digest, learner=learner
+        )
+    _unauthorized("Unknown token format: expected pk_…, sk_…, lt_… or st_….")
     raise AssertionError("unreachable")
 
 
@@ -106,12 +131,17 @@ def _on_close(response: Response, callback: Callable[[], None]) -> Response:
     return response
 
 
-def init_credentials(app: Flask, *, session_token_owner: TokenOwner) -> None:
-    """Tell the credential checks how to find the session a ``st_`` token opens.
+def init_credentials(
+    app: Flask, *, session_token_owner: TokenOwner, learner_token_owner: LearnerTokenOwner
+) -> None:
+    """Tell the credential checks how to find the session a ``st_`` token opens and the
+    learner an ``lt_`` token opens.
 
-    Sessions belong to the flows package, above this one: the app factory hands the lookup in.
+    Sessions and learners belong to the flows package, above this one: the app factory hands
+    the lookups in.
     """
     app.extensions[_TOKEN_OWNER] = session_token_owner
+    app.extensions[_LEARNER_TOKEN_OWNER] = learner_token_owner
 
 
 def token_owner(token_hash: str) -> tuple[str, int] | None:
@@ -152,6 +182,12 @@ def check_session_token(
     abort(404, message="No such session.")
 
 
+_CREDENTIAL_NAMES = {
+    CredentialKind.SESSION: "the session's token",
+    CredentialKind.LEARNER: "a learner token",
+}
+
+
 def require(*kinds: CredentialKind) -> Credential:
     """Return the credential if it is one of ``kinds``, else 403 (404 for another org's)."""
     credential = authenticate()
@@ -162,9 +198,7 @@ def require(*kinds: CredentialKind) -> Credential:
                 _unauthorized("The session token is not valid.")
             if owner[1] != g.org.id:
                 abort(404, message="Not found.")
-        allowed = " or ".join(
-            f"a {kind} key" if kind != "session" else "the session's token" for kind in kinds
-        )
+        allowed = " or ".join(_CREDENTIAL_NAMES.get(kind, f"a {kind} key") for kind in kinds)
         abort(
             403, message=f"This endpoint needs {allowed}; a {credential.kind} credential was sent."
         )
