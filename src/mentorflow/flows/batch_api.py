@@ -40,6 +40,14 @@ blp = Blueprint(
 )
 scope_blueprint_to_org(blp)
 
+
+@blp.before_request
+def _session_before_body() -> None:
+    # Whose session it is comes before what the body says: another org's or learner's session
+    # is a 404 even for a malformed batch, as on every other route (one read, once a batch).
+    if request.method == "POST":
+        _load_session((request.view_args or {}).get("session_id", ""))
+
 #: The status of an item left unlooked-at after a conflict or an invalid item.
 SKIPPED_STATUS = 424
 
