@@ -79,9 +79,11 @@ def _register_blueprints(app: Flask) -> None:
 
     init_credentials(app, session_token_owner=session_token_owner)
     from mentorflow.flows.api import blp as flows_blp
+    from mentorflow.flows.feed_api import blp as feed_blp
     from mentorflow.jobs.api import blp as jobs_blp
 
     api.register_blueprint(flows_blp)
+    api.register_blueprint(feed_blp)
     api.register_blueprint(jobs_blp)
 
     from mentorflow.admin.console import csrf, init_console
@@ -92,6 +94,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(player_bp)
     # The API authenticates with bearer keys, not cookies: no CSRF token there.
     csrf.exempt(flows_blp)
+    csrf.exempt(feed_blp)
     csrf.exempt(jobs_blp)
     init_console(app)
 
