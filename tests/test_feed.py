@@ -77,6 +77,7 @@ class Traffic:
         self.commits = 0
         self.polls = 0
         self.overtaken = 0
+        self.holders = 0  # holders finished
         self.errors: list[BaseException] = []
 
     def _wait(self, predicate) -> bool:
@@ -87,11 +88,18 @@ class Traffic:
         try:
             with self.app.app_context():
                 org = db.session.get(Org, self.org_id)
-                for round_ in range(ROUNDS):
+                round_ = 0
+                # The others keep committing while a holder is open, so it can be overtaken.
+                while round_ < ROUNDS or (writer >= HOLDERS and self.holders < HOLDERS):
                     self._move(org, self.session_ids[writer], hold=writer < HOLDERS and round_ % 2)
+                    round_ += 1
                 db.session.remove()
         except BaseException as exc:  # reported by the test, not lost in a thread
             self.errors.append(exc)
+        finally:
+            if writer < HOLDERS:
+                with self.lock:
+                    self.holders += 1
 
     def _move(self, org: Org, session_id: str, hold: bool) -> None:
         with write_transaction() as transaction:
@@ -160,6 +168,8 @@ def test_a_polling_reader_sees_every_committed_event_once_in_order(
     expected = committed_event_ids(studio.org.id)
     # 6 starts by the writers' walkers and 5 by the starter, then one event per move.
     assert len(expected) >= WRITERS + 5 + WRITERS * ROUNDS
+    missed = set(expected) - set(ids)
+    assert not missed, f"{len(missed)} committed events were never read"
     assert ids == expected  # every committed event, exactly once, in the feed's order
     cursors = [Cursor.decode(event["cursor"]) for event in seen]
     assert cursors == sorted(set(cursors))
