@@ -27,6 +27,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.feed import feed_lines, run_feed  # noqa: E402
 from bench.load import LoadResult, build_request, closed_loop, open_loop  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -596,9 +597,22 @@ def table(results: dict[str, Any]) -> str:
         f"embedded SQLite POST …/steps @8:  {results['sqlite_post_steps_8']['per_second']:.0f}/s "
         f"(p50 {results['sqlite_post_steps_8']['p50_ms']} ms, "
         f"p99 {results['sqlite_post_steps_8']['p99_ms']} ms)",
+        *feed_lines(results["feed"]),
         f"load generator: {results['load_generator']}; {SECONDS:.0f} s per measurement",
     ]
     return "\n".join(lines)
+
+
+def feed_env() -> dict[str, str]:
+    """The environment of the feed bench's web processes: an Installation's, minus the db."""
+    return {
+        **os.environ,
+        "MENTORFLOW_SECRET_KEY": "bench-secret-key-of-at-least-32-bytes",
+        "MENTORFLOW_BROKER_URL": REDIS_URL,
+        "MENTORFLOW_LOG_LEVEL": "WARNING",
+        "MENTORFLOW_RATE_LIMIT": "10000000 per minute",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def main() -> None:
@@ -617,6 +631,7 @@ def main() -> None:
         wait_http(f"http://{HOST}:{sink_port}/arrivals")
         run_postgres(results, f"http://{HOST}:{sink_port}", sink_port)
         run_sqlite(results, f"http://{HOST}:{sink_port}")
+        results["feed"] = run_feed(f"{PG_URL}_feed", feed_env(), ROUNDS)
     finally:
         sink.terminate()
         sink.wait()
