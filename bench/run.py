@@ -114,6 +114,8 @@ class Installation:
             "MENTORFLOW_POSTHOG_HOST": sink_url,
             "MENTORFLOW_SUPERMEMORY_API_KEY": "sm_bench",
             "MENTORFLOW_SUPERMEMORY_BASE_URL": sink_url,
+            # The sinks are bench/sink.py on loopback, which outbound calls refuse otherwise.
+            "MENTORFLOW_ALLOW_PRIVATE_SINKS": "1",
             "MENTORFLOW_WEB_CONCURRENCY": "4",
             "MENTORFLOW_LOG_LEVEL": "WARNING",
             # All load comes from one address: keep the limiter's cost in the figures, but
