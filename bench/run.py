@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.batch import SESSIONS as BATCH_SESSIONS  # noqa: E402
 from bench.batch import batch_line, measure_batch  # noqa: E402
+from bench.feed import feed_lines, run_feed  # noqa: E402
 from bench.load import LoadResult, build_request, closed_loop, open_loop  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -115,6 +116,8 @@ class Installation:
             "MENTORFLOW_POSTHOG_HOST": sink_url,
             "MENTORFLOW_SUPERMEMORY_API_KEY": "sm_bench",
             "MENTORFLOW_SUPERMEMORY_BASE_URL": sink_url,
+            # The sinks are bench/sink.py on loopback, which outbound calls refuse otherwise.
+            "MENTORFLOW_ALLOW_PRIVATE_SINKS": "1",
             "MENTORFLOW_WEB_CONCURRENCY": "4",
             "MENTORFLOW_LOG_LEVEL": "WARNING",
             # All load comes from one address: keep the limiter's cost in the figures, but
@@ -602,9 +605,22 @@ def table(results: dict[str, Any]) -> str:
         f"embedded SQLite POST …/steps @8:  {results['sqlite_post_steps_8']['per_second']:.0f}/s "
         f"(p50 {results['sqlite_post_steps_8']['p50_ms']} ms, "
         f"p99 {results['sqlite_post_steps_8']['p99_ms']} ms)",
+        *feed_lines(results["feed"]),
         f"load generator: {results['load_generator']}; {SECONDS:.0f} s per measurement",
     ]
     return "\n".join(lines)
+
+
+def feed_env() -> dict[str, str]:
+    """The environment of the feed bench's web processes: an Installation's, minus the db."""
+    return {
+        **os.environ,
+        "MENTORFLOW_SECRET_KEY": "bench-secret-key-of-at-least-32-bytes",
+        "MENTORFLOW_BROKER_URL": REDIS_URL,
+        "MENTORFLOW_LOG_LEVEL": "WARNING",
+        "MENTORFLOW_RATE_LIMIT": "10000000 per minute",
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def main() -> None:
@@ -623,6 +639,7 @@ def main() -> None:
         wait_http(f"http://{HOST}:{sink_port}/arrivals")
         run_postgres(results, f"http://{HOST}:{sink_port}", sink_port)
         run_sqlite(results, f"http://{HOST}:{sink_port}")
+        results["feed"] = run_feed(f"{PG_URL}_feed", feed_env(), ROUNDS)
     finally:
         sink.terminate()
         sink.wait()

@@ -83,12 +83,14 @@ def _register_blueprints(app: Flask) -> None:
     )
     from mentorflow.flows.api import blp as flows_blp
     from mentorflow.flows.batch_api import blp as batch_blp
+    from mentorflow.flows.feed_api import blp as feed_blp
     from mentorflow.flows.learners_api import blp as learners_blp
     from mentorflow.jobs.api import blp as jobs_blp
 
     api.register_blueprint(flows_blp)
     api.register_blueprint(batch_blp)
     api.register_blueprint(learners_blp)
+    api.register_blueprint(feed_blp)
     api.register_blueprint(jobs_blp)
 
     from mentorflow.admin.console import csrf, init_console
@@ -101,6 +103,7 @@ def _register_blueprints(app: Flask) -> None:
     csrf.exempt(flows_blp)
     csrf.exempt(batch_blp)
     csrf.exempt(learners_blp)
+    csrf.exempt(feed_blp)
     csrf.exempt(jobs_blp)
     init_console(app)
 

@@ -340,20 +340,30 @@ def go_back(
     step_id: str,
     transaction: WriteTransaction | None = None,
 ) -> SessionRecord:
-    """Move the session back to a step it already completed; answers are kept."""
+    """Move the session back to a step it already completed; answers are kept.
+
+    Emits ``step.reopened``, so the change feed shows the move and the answer given again.
+    """
     check_back_target(session, step_id)
     from_step_id = session.current_step_id
+    seq = session.version
+    now = utcnow()
     session.current_step_id = step_id
     session.status = SessionStatus.ACTIVE
     _save_move(
         connection_for(transaction),
         org,
         session,
-        utcnow(),
+        now,
         step_id=step_id,
         answer=None,
         kind=EventKind.BACK,
         from_step_id=from_step_id,
+    )
+    payload = _event_payload(org, session, now)
+    payload.update(seq=seq, step_id=step_id, from_step_id=from_step_id)
+    emit_event(
+        org.id, EventType.STEP_REOPENED, payload, session_id=session.id, transaction=transaction
     )
     return session
 

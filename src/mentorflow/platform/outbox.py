@@ -20,7 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.sql.functions import FunctionElement
 
 from mentorflow.platform.db import IMMEDIATE, DriverStatement, enum_column, utcnow
 from mentorflow.platform.extensions import db
@@ -33,6 +35,7 @@ class EventType(enum.StrEnum):
     STEP_COMPLETED = "step.completed"
     SESSION_COMPLETED = "session.completed"
     SESSION_ABANDONED = "session.abandoned"
+    STEP_REOPENED = "step.reopened"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -41,8 +44,39 @@ class DeliveryStatus(enum.StrEnum):
     DEAD = "dead"
 
 
+class current_transaction_id(FunctionElement):  # named as the SQL function it is
+    """The id of the inserting transaction: PostgreSQL's ``pg_current_xact_id()``; 0 elsewhere.
+
+    The change feed orders events by (transaction id, feed_seq) and shows only those of
+    finished transactions (``mentorflow.flows.feed``). SQLite serialises its writers, so there
+    the order of ``feed_seq`` alone is the commit order and the id is 0.
+    """
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(current_transaction_id, "postgresql")
+def _current_transaction_id_postgresql(element: Any, compiler: Any, **kw: Any) -> str:
+    # xid8 has no cast to bigint; its text form is the 64-bit (epoch-extended) number.
+    return "((pg_current_xact_id()::text)::bigint)"
+
+
+@compiles(current_transaction_id)
+def _current_transaction_id_default(element: Any, compiler: Any, **kw: Any) -> str:
+    return "0"
+
+
 class OutboxEvent(db.Model):
+    """An event written with the change that caused it: the sinks' outbox and the change feed.
+
+    ``txid`` and ``feed_seq`` are set by the database (a server default and an identity on
+    PostgreSQL; on SQLite a trigger numbers rows from ``feed_sequence``), so the hot path's
+    INSERT does not name them.
+    """
+
     __tablename__ = "outbox_events"
+    __table_args__ = (sa.Index("ix_outbox_events_org_feed", "org_id", "txid", "feed_seq"),)
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
     org_id: Mapped[int] = mapped_column(sa.ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
@@ -52,10 +86,22 @@ class OutboxEvent(db.Model):
     type: Mapped[str] = mapped_column(sa.String(40))
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    txid: Mapped[int] = mapped_column(sa.BigInteger, server_default=current_transaction_id())
+    feed_seq: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity())
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="event", cascade="all, delete-orphan"
     )
+
+
+class FeedSequence(db.Model):
+    """SQLite only: the last ``feed_seq`` given, so a number is never given twice (a trigger
+    on ``outbox_events`` takes the next one). PostgreSQL uses the column's identity."""
+
+    __tablename__ = "feed_sequence"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
 
 
 class Delivery(db.Model):
