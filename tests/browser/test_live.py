@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from test_player import DEMO, click_continue, expect_step, record_responses, start
+from test_console_in_browser import demo_password, sign_in
+from test_player import (
+    DEMO,
+    FULL_DAY,
+    click_continue,
+    expect_step,
+    record_responses,
+    session_id,
+    start,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +74,42 @@ def test_with_streams_off_the_player_converges_by_polling(server_without_streams
     assert ("POST", "stream-tickets", 503) in responses
     # Polls are conditional: the unchanged session came back as 304s, without a body.
     assert any(method == "GET" and status == 304 for method, _, status in responses)
+
+
+def test_the_facilitators_room_moves_a_learner_as_they_answer(live_server, new_page, screenshot):
+    console = new_page()
+    sign_in(console, live_server, "mentor@demo.example", demo_password(live_server))
+    console.goto(live_server.url("/admin/flows/"))
+    row = console.get_by_role("row").filter(has_text="rafael-tats")
+    row.get_by_role("link", name="Live").click()
+    expect(console.locator("#live-status")).to_have_text("Live.")
+    room = console.locator("#room")
+
+    learner = new_page()
+    start(learner, live_server.url(DEMO), name="Grace")
+    expect_step(learner, "phase-1-step-1")
+    on_step = room.locator("[data-step-id='phase-1-step-1'] [data-session-id]")
+    expect(on_step.filter(has_text="Grace")).to_have_count(1)  # a new learner joins the room
+    learner.get_by_label("About a month").check()
+    click_continue(learner)
+    expect_step(learner, "phase-1-step-2")
+    grace_on = {
+        step: room.locator(f"[data-step-id='{step}'] [data-session-id]").filter(has_text="Grace")
+        for step in ("phase-1-step-1", "phase-1-step-2", "phase-1-step-3")
+    }
+    expect(grace_on["phase-1-step-2"]).to_have_count(1)
+    expect(grace_on["phase-1-step-1"]).to_have_count(0)
+
+    # The session's own page follows too.
+    details = new_page(context=console.context)
+    details.goto(live_server.url(f"/admin/sessions/{session_id(learner)}"))
+    expect(details.locator("#live-region")).to_contain_text("now at phase-1-step-2")
+
+    learner.get_by_label(FULL_DAY).fill("450")
+    click_continue(learner)
+    expect_step(learner, "phase-1-step-3")
+    # No reload, no click in the console: the room moves Grace from step 2 to step 3.
+    expect(grace_on["phase-1-step-3"]).to_have_count(1)
+    expect(grace_on["phase-1-step-2"]).to_have_count(0)
+    expect(details.locator("#live-region")).to_contain_text("now at phase-1-step-3")
+    screenshot(console, "room")

@@ -55,81 +55,56 @@ def sse(data: Any, *, event: str, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+#: Called (in an app context) with the changes heard and whether a heartbeat is due; returns
+#: the events to send, or None to end the stream.
+OnWake = Callable[[list[Change], bool], "list[str] | None"]
+
+
 def follow(
     subscription: Subscription,
     first: list[str],
     *,
-    read: Callable[[], tuple[int, str] | None],
-    sent_version: int,
+    on_wake: OnWake,
     still_allowed: Callable[[], bool],
 ) -> Iterator[str]:
-    """Yield ``first``, then an event each time ``read`` finds a newer version, and a heartbeat
-    comment every ``STREAM_HEARTBEAT_SECONDS`` (when ``still_allowed`` is checked again and the
-    session re-read, in case a change was not heard). Ends when ``read`` finds nothing, the
-    credential no longer works, or after ``STREAM_MAX_SECONDS``.
+    """Return the body of a stream: ``first``, then what ``on_wake`` makes of each change heard,
+    and a heartbeat comment every ``STREAM_HEARTBEAT_SECONDS``, when ``still_allowed`` is
+    checked again (the stream ends once it is false). Ends after ``STREAM_MAX_SECONDS``.
 
-    ``read`` returns (version, event text) of the current state. Holds no database connection
-    while it waits.
+    Holds no database connection while it waits.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     hub = current_hub()
     heartbeat = float(app.config["STREAM_HEARTBEAT_SECONDS"])
     lifetime = float(app.config["STREAM_MAX_SECONDS"])
 
-    def in_app_context(function: Callable[[], Any]) -> Any:
+    def in_app_context(function: Callable[..., Any], *args: Any) -> Any:
         # The body is iterated after the request's context is gone. Each look at the database
         # gets an app context (and so a database session) of its own, ended before the next
         # wait: no connection is held between events, and no context spans a yield.
         with app.app_context():
-            return function()
+            return function(*args)
 
     def events() -> Iterator[str]:
         try:
-            yield from _follow(
-                subscription,
-                first,
-                lambda: in_app_context(read),
-                sent_version,
-                lambda: in_app_context(still_allowed),
-                heartbeat,
-                lifetime,
-            )
+            now = time.monotonic()
+            deadline, next_beat = now + lifetime, now + heartbeat
+            yield f"retry: {RECONNECT_MS}\n\n"
+            yield from first
+            while (now := time.monotonic()) < deadline:
+                changes = subscription.wait(min(next_beat, deadline) - now)
+                beat = time.monotonic() >= next_beat
+                if beat and not in_app_context(still_allowed):
+                    return
+                if changes or beat:
+                    texts = in_app_context(on_wake, changes, beat)
+                    if texts is None:
+                        return
+                    yield from texts
+                if beat:
+                    next_beat = time.monotonic() + heartbeat
+                    yield ": heartbeat\n\n"
         finally:
             hub.unsubscribe(subscription)
 
     return events()
-
-
-def _follow(
-    subscription: Subscription,
-    first: list[str],
-    read: Callable[[], tuple[int, str] | None],
-    sent_version: int,
-    still_allowed: Callable[[], bool],
-    heartbeat: float,
-    lifetime: float,
-) -> Iterator[str]:
-    now = time.monotonic()
-    deadline = now + lifetime
-    next_beat = now + heartbeat
-    yield f"retry: {RECONNECT_MS}\n\n"
-    yield from first
-    while True:
-        now = time.monotonic()
-        if now >= deadline:
-            return
-        changes = subscription.wait(min(next_beat, deadline) - now)
-        beat = time.monotonic() >= next_beat
-        if beat and not still_allowed():
-            return
-        if beat or any(change.version > sent_version for change in changes):
-            current = read()
-            if current is None:
-                return
-            version, text = current
-            if version > sent_version:
-                sent_version = version
-                yield text
-        if beat:
-            next_beat = time.monotonic() + heartbeat
-            yield ": heartbeat\n\n"

@@ -230,13 +230,23 @@ class SessionStream(MethodView):
         version, text = current
         seen = _last_event_id()
         first = [text] if seen is None or seen < version else []
-        events = follow(
-            subscription,
-            first,
-            read=read,
-            sent_version=max(version if first else 0, seen or 0),
-            still_allowed=still_allowed,
-        )
+        sent = max(version if first else 0, seen or 0)
+
+        def on_wake(changes: list[Any], beat: bool) -> list[str] | None:
+            # At a heartbeat the session is re-read too: a change not heard is sent late,
+            # never lost.
+            nonlocal sent
+            if not beat and all(change.version <= sent for change in changes):
+                return []
+            current = read()
+            if current is None:
+                return None
+            if current[0] <= sent:
+                return []
+            sent = current[0]
+            return [current[1]]
+
+        events = follow(subscription, first, on_wake=on_wake, still_allowed=still_allowed)
         response = Response(events, mimetype=EVENT_STREAM)
         # Also when the body is never iterated (the client left before the first byte).
         response.call_on_close(lambda: hub.unsubscribe(subscription))
