@@ -262,10 +262,9 @@ STREAM_TICKET = {
     "ticket": "gAAAAABnQ2x0c3RyZWFtLXRpY2tldC1leGFtcGxlLW9ubHktbm90LXJlYWw=",
     "expires_at": "2026-11-30T10:01:00+00:00",
 }
-STREAM_EVENTS = (
-    "retry: 2000\n\n"
-    'id: 1\nevent: state\ndata: {"session":{"id":"' + SESSION_ID + '","version":1,'
-    '"current_step_id":"phase-1-step-1","…":"…"},"step":{"id":"phase-1-step-1",'
-    '"…":"…"}}\n\n'
-    ": heartbeat\n\n"
-)
+STREAM_EVENT = {
+    "event": "state",
+    "id": "1",
+    "data": '{"session":{"id":"' + SESSION_ID + '","version":1,"current_step_id":'
+    '"phase-1-step-1","…":"…"},"step":{"id":"phase-1-step-1","…":"…"}}',
+}

@@ -63,6 +63,21 @@ scope_blueprint_to_org(blp)
 TICKET_PURPOSE = "stream-ticket"
 BAD_TICKET = "The stream ticket is not valid: expired, damaged, or for another session."
 EVENT_STREAM = "text/event-stream"
+#: One server-sent event of the stream, as an SSE parser hands it over.
+SSE_EVENT = {
+    "type": "object",
+    "description": "One event: `event: state`, `id:` the session's version, `data:` one line "
+    "of JSON, the session's `{session, step}` exactly as getSession returns them. A first "
+    "`retry:` and `: heartbeat` comments carry no data. On the wire:\n\n"
+    '```\nretry: 2000\n\nid: 3\nevent: state\ndata: {"session": {…}, "step": {…}}\n\n'
+    ": heartbeat\n```",
+    "properties": {
+        "event": {"type": "string", "enum": ["state"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 class StreamTicketSchema(ma.Schema):
@@ -178,7 +193,7 @@ class SessionStream(MethodView):
     @blp.arguments(StreamQuerySchema(), location="query", as_kwargs=True)
     @blp.response(
         200,
-        {"type": "string"},
+        SSE_EVENT,
         content_type=EVENT_STREAM,
         headers=STATE_HEADERS,
         description="Server-sent events: `state` events (`id:` the session's version, `data:` "
@@ -187,7 +202,7 @@ class SessionStream(MethodView):
         "comment every 15 s. The stream ends when the credential stops working (revoked, "
         "expired, replaced), when the session is erased, or after MENTORFLOW_STREAM_MAX_SECONDS "
         "(reconnect with Last-Event-ID).",
-        example=ex.STREAM_EVENTS,
+        example=ex.STREAM_EVENT,
     )
     @problem(
         blp,
