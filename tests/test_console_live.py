@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+from mentorflow.platform.push import current_hub
 from mentorflow.tenants.models import Role
 from test_console_learners import S1, flow_id, mini_flow, sign_in, walk  # noqa: F401
 
@@ -40,7 +41,11 @@ def test_the_room_shows_who_is_on_which_step_to_mentors_of_the_org_only(
     assert stream.status_code == 200
     assert stream.mimetype == "text/event-stream"
     assert stream.headers["X-Accel-Buffering"] == "no"
-    assert mentor.get(f"/admin/live/sessions/{at_second}/stream").status_code == 200
+    stream.close()
+    session_stream = mentor.get(f"/admin/live/sessions/{at_second}/stream")
+    assert session_stream.status_code == 200
+    session_stream.close()  # as a server does: the stream lets its subscription go
+    assert current_hub().subscriber_count == 0
 
     # Names and positions are learners' personal data: not for viewers.
     viewer = sign_in(org.org, Role.VIEWER)

@@ -159,7 +159,9 @@ class LiveView(ConsoleView):
         sent: dict[str, int] = {}
         session_url = url_for("sessions.details", session_id=_ID)
 
-        def on_wake(changes: list[Change], beat: bool) -> list[str]:
+        def on_wake(changes: list[Change], resync: bool) -> list[str]:
+            # A resync (changes may have been missed) can't name them: the room is not
+            # re-read, the next move of each learner puts them right.
             fresh = [c.session_id for c in changes if c.version > sent.get(c.session_id, 0)]
             if not fresh:
                 return []
@@ -186,7 +188,7 @@ class LiveView(ConsoleView):
         org_id, shown = session.org_id, session.version
         subscription = current_hub().subscribe(session_ids=[session.id])
 
-        def on_wake(changes: list[Change], beat: bool) -> list[str] | None:
+        def on_wake(changes: list[Change], resync: bool) -> list[str] | None:
             nonlocal shown
             version = db.session.scalar(
                 sa.select(LearnerSession.version).where(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -49,14 +49,24 @@ def read_changes(
     return [Change(row.org_id, row.flow_id, row.id, row.version) for row in rows]
 
 
+def session_exists(org_id: int, session_id: str) -> bool:
+    """Return whether the org has this session (one indexed read)."""
+    found = db.session.scalar(
+        sa.select(LearnerSession.version).where(
+            LearnerSession.id == session_id, LearnerSession.org_id == org_id
+        )
+    )
+    return found is not None
+
+
 def sse(data: Any, *, event: str, event_id: int | None = None) -> str:
     """Return one server-sent event carrying ``data`` as one line of JSON."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-#: Called (in an app context) with the changes heard and whether a heartbeat is due; returns
-#: the events to send, or None to end the stream.
+#: Called (in an app context) with the changes heard and whether some may have been missed
+#: (re-read everything watched); returns the events to send, or None to end the stream.
 OnWake = Callable[[list[Change], bool], "list[str] | None"]
 
 
@@ -66,7 +76,7 @@ def follow(
     *,
     on_wake: OnWake,
     still_allowed: Callable[[], bool],
-) -> Iterator[str]:
+) -> Iterable[str]:
     """Return the body of a stream: ``first``, then what ``on_wake`` makes of each change heard,
     and a heartbeat comment every ``STREAM_HEARTBEAT_SECONDS``, when ``still_allowed`` is
     checked again (the stream ends once it is false). Ends after ``STREAM_MAX_SECONDS``.
@@ -92,12 +102,12 @@ def follow(
             yield f"retry: {RECONNECT_MS}\n\n"
             yield from first
             while (now := time.monotonic()) < deadline:
-                changes = subscription.wait(min(next_beat, deadline) - now)
+                changes, resync = subscription.wait(min(next_beat, deadline) - now)
                 beat = time.monotonic() >= next_beat
                 if beat and not in_app_context(still_allowed):
                     return
-                if changes or beat:
-                    texts = in_app_context(on_wake, changes, beat)
+                if changes or resync:
+                    texts = in_app_context(on_wake, changes, resync)
                     if texts is None:
                         return
                     yield from texts
@@ -107,4 +117,19 @@ def follow(
         finally:
             hub.unsubscribe(subscription)
 
-    return events()
+    return _Body(events(), lambda: hub.unsubscribe(subscription))
+
+
+class _Body:
+    """A stream's body that lets its subscription go when the server closes it, even if it
+    was never iterated (the client left before the first byte)."""
+
+    def __init__(self, events: Iterator[str], release: Callable[[], None]) -> None:
+        self._events, self._release = events, release
+
+    def __iter__(self) -> Iterator[str]:
+        return self._events
+
+    def close(self) -> None:
+        self._events.close()  # type: ignore[attr-defined]
+        self._release()

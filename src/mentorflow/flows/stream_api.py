@@ -25,7 +25,7 @@ from marshmallow import fields
 from mentorflow.flows import examples as ex
 from mentorflow.flows import learner_sessions
 from mentorflow.flows.api import SESSION_READERS, STATE_HEADERS, _load_session
-from mentorflow.flows.live import follow, sse
+from mentorflow.flows.live import follow, session_exists, sse
 from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.errors import Blueprint, abort
@@ -231,7 +231,10 @@ class SessionStream(MethodView):
             return record.version, sse(body, event="state", event_id=record.version)
 
         def still_allowed() -> bool:
-            return credential_is_live(credential)
+            # A session token dies with its session; other credentials outlive an erased one.
+            if not credential_is_live(credential):
+                return False
+            return credential.kind == CredentialKind.SESSION or session_exists(org_id, session_id)
 
         try:
             # Read after subscribing: a change committed in between is not missed.
@@ -247,11 +250,9 @@ class SessionStream(MethodView):
         first = [text] if seen is None or seen < version else []
         sent = max(version if first else 0, seen or 0)
 
-        def on_wake(changes: list[Any], beat: bool) -> list[str] | None:
-            # At a heartbeat the session is re-read too: a change not heard is sent late,
-            # never lost.
+        def on_wake(changes: list[Any], resync: bool) -> list[str] | None:
             nonlocal sent
-            if not beat and all(change.version <= sent for change in changes):
+            if not resync and all(change.version <= sent for change in changes):
                 return []
             current = read()
             if current is None:
@@ -263,8 +264,6 @@ class SessionStream(MethodView):
 
         events = follow(subscription, first, on_wake=on_wake, still_allowed=still_allowed)
         response = Response(events, mimetype=EVENT_STREAM)
-        # Also when the body is never iterated (the client left before the first byte).
-        response.call_on_close(lambda: hub.unsubscribe(subscription))
         response.headers["ETag"] = f'"{version}"'  # the version when the stream opened
         response.headers["Cache-Control"] = "no-store"
         # nginx: pass each event on at once instead of filling a buffer first.

@@ -66,6 +66,7 @@ class Subscription:
     session_ids: frozenset[str]
     flows: frozenset[tuple[int, int]]
     _latest: dict[str, Change] = field(default_factory=dict)
+    _resync: bool = False
     _ready: threading.Condition = field(default_factory=threading.Condition)
 
     def wants(self, change: Change) -> bool:
@@ -80,13 +81,21 @@ class Subscription:
                 self._latest[change.session_id] = change
                 self._ready.notify_all()
 
-    def wait(self, timeout: float) -> list[Change]:
-        """Return the changes that arrived (the newest per session), waiting up to ``timeout``."""
+    def resync(self) -> None:
+        """Tell the subscriber changes may have been missed (the backend reconnected)."""
         with self._ready:
-            if not self._latest:
+            self._resync = True
+            self._ready.notify_all()
+
+    def wait(self, timeout: float) -> tuple[list[Change], bool]:
+        """Return the changes that arrived (the newest per session), waiting up to ``timeout``,
+        and whether some may have been missed (re-read what is watched)."""
+        with self._ready:
+            if not self._latest and not self._resync:
                 self._ready.wait(timeout)
             changes, self._latest = list(self._latest.values()), {}
-        return changes
+            resync, self._resync = self._resync, False
+        return changes, resync
 
 
 class Hub:
@@ -180,6 +189,12 @@ class Hub:
             try:
                 pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CHANNEL)
+                # Whatever was published while not subscribed is lost: have every stream
+                # re-read what it watches.
+                with self._lock:
+                    subscriptions = list(self._subscriptions)
+                for subscription in subscriptions:
+                    subscription.resync()
                 for message in pubsub.listen():
                     change = _decode(message.get("data"))
                     if change is not None:
