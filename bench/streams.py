@@ -43,6 +43,8 @@ from bench.run import (  # noqa: E402
 STREAMS = int(os.environ.get("MENTORFLOW_BENCH_STREAMS", "1000"))
 COMMIT_RATE = 100.0
 CONNECTIONS = 32
+#: Each throughput measurement spans a whole heartbeat round (15 s) of the open streams.
+THROUGHPUT_SECONDS = max(SECONDS, 16.0)
 
 
 async def _hold(port: int, pairs: list[tuple[str, str]], ready: Any, stop: Any, out: Any) -> None:
@@ -114,7 +116,8 @@ def run_streams() -> dict[str, Any]:
             "MENTORFLOW_SINKS": "",
         }
     )
-    measured = int(SECONDS * 1500 / 20) + 50  # fresh sessions per throughput measurement
+    # Fresh sessions per throughput measurement (each walks 20 steps).
+    measured = int(THROUGHPUT_SECONDS * 1500 / 20) + 50
     pairs = inst.seed(STREAMS + 2 * measured)
     streamed, before, during = (
         pairs[:STREAMS],
@@ -130,14 +133,14 @@ def run_streams() -> dict[str, Any]:
     holder = None
     try:
         measure_steps(port, before[:20], CONNECTIONS, "/v1", seconds=1)  # warm up, unmeasured
-        without = measure_steps(port, before[20:], CONNECTIONS, "/v1")
+        without = measure_steps(port, before[20:], CONNECTIONS, "/v1", seconds=THROUGHPUT_SECONDS)
         holder = context.Process(target=_holder, args=(port, streamed, ready, stop, out))
         holder.start()
         opened, failed = ready.get(timeout=300)
         commits = open_loop(
             HOST, port, COMMIT_RATE, SECONDS, round_robin_walker(streamed, "/v1", port)
         )
-        with_streams = measure_steps(port, during, CONNECTIONS, "/v1")
+        with_streams = measure_steps(port, during, CONNECTIONS, "/v1", seconds=THROUGHPUT_SECONDS)
         time.sleep(1)
         stop.set()
         arrivals = out.get(timeout=60)
