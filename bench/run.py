@@ -647,6 +647,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
     print(table(results))
+    # Live push, in a process of its own: 1,000 open streams while learners commit.
+    subprocess.run([sys.executable, str(ROOT / "bench" / "streams.py")], check=True)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ def make_app(database_url: str, instance_path: Path, **config: Any) -> Flask:
             "INSTANCE_PATH": str(instance_path),
             "SECRET_KEY": "test-secret",
             "RATE_LIMIT": "",
+            # A stream read in-process (the test client reads a body to its end) ends soon.
+            "STREAM_MAX_SECONDS": 0.5,
             **config,
         }
     )

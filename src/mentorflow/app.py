@@ -14,6 +14,7 @@ from mentorflow.platform import config as config_module
 from mentorflow.platform.db import install_sqlite_behaviour
 from mentorflow.platform.extensions import api, db, migrate
 from mentorflow.platform.jsonio import JSONProvider
+from mentorflow.platform.push import init_push
 from mentorflow.platform.ratelimit import init_rate_limit
 from mentorflow.platform.requestid import init_request_id, log_handler
 
@@ -85,12 +86,16 @@ def _register_blueprints(app: Flask) -> None:
     from mentorflow.flows.batch_api import blp as batch_blp
     from mentorflow.flows.feed_api import blp as feed_blp
     from mentorflow.flows.learners_api import blp as learners_blp
+    from mentorflow.flows.live import read_changes
+    from mentorflow.flows.stream_api import blp as stream_blp
     from mentorflow.jobs.api import blp as jobs_blp
 
     api.register_blueprint(flows_blp)
     api.register_blueprint(batch_blp)
     api.register_blueprint(learners_blp)
     api.register_blueprint(feed_blp)
+    api.register_blueprint(stream_blp)
+    init_push(app, read_changes)
     api.register_blueprint(jobs_blp)
 
     from mentorflow.admin.console import csrf, init_console
@@ -104,6 +109,7 @@ def _register_blueprints(app: Flask) -> None:
     csrf.exempt(batch_blp)
     csrf.exempt(learners_blp)
     csrf.exempt(feed_blp)
+    csrf.exempt(stream_blp)
     csrf.exempt(jobs_blp)
     init_console(app)
 

@@ -54,6 +54,19 @@ def record_responses(page: Page) -> list[tuple[str, str, int]]:
     return seen
 
 
+def hear_nothing_live(page: Page) -> None:
+    """Cut the page off from live updates: no stream ticket, no conditional re-read."""
+    page.route("**/stream-tickets", lambda route: route.abort())
+
+    def no_polls(route: Any) -> None:
+        if route.request.headers.get("if-none-match"):
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/v1/orgs/*/sessions/*", no_polls)
+
+
 def test_answers_survive_a_reload_and_back_shows_the_stored_answer(
     live_server, new_page, screenshot
 ):
@@ -143,6 +156,8 @@ def test_a_stale_tab_rerenders_where_the_session_is(live_server, new_page, scree
     start(first, live_server.url(DEMO))
     expect_step(first, "phase-1-step-1")
     second = new_page(context=first.context)  # same localStorage: the same session
+    # A tab that hears nothing live (streams down, and between two polls): it goes stale.
+    hear_nothing_live(second)
     responses = record_responses(second)
     second.goto(live_server.url(DEMO))
     expect_step(second, "phase-1-step-1")

@@ -12,7 +12,7 @@ from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf import CSRFProtect
 
-from mentorflow.admin import analytics, jobs, learner_pages, sessions, settings
+from mentorflow.admin import analytics, jobs, learner_pages, live, sessions, settings
 from mentorflow.admin.access import ConsoleView, current_seat, seat
 from mentorflow.admin.auth import bp as auth_bp
 from mentorflow.admin.auth import login_manager
@@ -140,6 +140,7 @@ def init_console(app: Flask, extra_views: list[Any] | None = None) -> Admin:
         *learner_pages.views(),
         *analytics.views(),
         *jobs.views(),
+        *live.views(),
         *settings.views(),
         *(extra_views or []),
     ]

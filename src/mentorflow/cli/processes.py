@@ -29,7 +29,13 @@ def serve(host: str, port: int) -> None:
         refuse_per_process_storage(current_app.config, workers)
     except ValueError as exc:
         fail(str(exc))
-    run_gunicorn(host, port, workers=workers, timeout=int(current_app.config["WEB_TIMEOUT"]))
+    run_gunicorn(
+        host,
+        port,
+        workers=workers,
+        threads=int(current_app.config["WEB_THREADS"]),
+        timeout=int(current_app.config["WEB_TIMEOUT"]),
+    )
 
 
 @click.command("worker")

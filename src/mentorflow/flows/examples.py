@@ -257,3 +257,14 @@ KEY_REUSED = problem_example(
     errors={"headers.Idempotency-Key": ["was used with another body"]},
 )
 VERSION_MISMATCH = problem_example(412)
+
+STREAM_TICKET = {
+    "ticket": "gAAAAABnQ2x0c3RyZWFtLXRpY2tldC1leGFtcGxlLW9ubHktbm90LXJlYWw=",
+    "expires_at": "2026-11-30T10:01:00+00:00",
+}
+STREAM_EVENT = {
+    "event": "state",
+    "id": "1",
+    "data": '{"session":{"id":"' + SESSION_ID + '","version":1,"current_step_id":'
+    '"phase-1-step-1","…":"…"},"step":{"id":"phase-1-step-1","…":"…"}}',
+}

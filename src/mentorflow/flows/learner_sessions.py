@@ -25,6 +25,7 @@ from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import EventType, WriteTransaction, connection_for, emit_event
+from mentorflow.platform.push import Change, announce_after_commit
 from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX, session_token_expired
 from mentorflow.tenants.models import Org
 
@@ -91,6 +92,7 @@ def start_session(
     emit_event(
         org.id, EventType.SESSION_STARTED, _event_payload(org, session, now), session_id=session.id
     )
+    announce_change(session)
     return session, token
 
 
@@ -331,6 +333,7 @@ def commit_step(
             session_id=session.id,
             transaction=transaction,
         )
+    announce_change(session, transaction)
     return session
 
 
@@ -365,7 +368,17 @@ def go_back(
     emit_event(
         org.id, EventType.STEP_REOPENED, payload, session_id=session.id, transaction=transaction
     )
+    announce_change(session, transaction)
     return session
+
+
+def announce_change(
+    session: SessionRecord | LearnerSession, transaction: WriteTransaction | None = None
+) -> None:
+    """Push the session's new version to its open streams once the transaction commits."""
+    announce_after_commit(
+        Change(session.org_id, session.flow_id, session.id, session.version), transaction
+    )
 
 
 def check_back_target(session: SessionRecord, step_id: str) -> None:
@@ -559,5 +572,6 @@ def _abandon_org_sessions(org: Org, default_ttl: int, now: datetime, limit: int)
             _event_payload(org, session, now),
             session_id=session.id,
         )
+        announce_change(session)
     db.session.flush()
     return len(sessions)

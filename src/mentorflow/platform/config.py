@@ -68,6 +68,20 @@ DEFAULTS: dict[str, Any] = {
     # gunicorn settings used by `mentorflow serve`.
     "WEB_CONCURRENCY": 4,
     "WEB_TIMEOUT": 30,
+    # Threads per gunicorn worker (gthread): an open session stream holds one while it waits.
+    "WEB_THREADS": 256,
+    # Session streams (server-sent events); 0 turns them off and clients poll instead.
+    "STREAMS": True,
+    # Streams one web process holds at once; more are refused (503), so requests keep threads.
+    "STREAM_LIMIT": 240,
+    # Seconds between a stream's heartbeats, at which it also re-checks its credential.
+    "STREAM_HEARTBEAT_SECONDS": 15,
+    # Seconds before a stream ends (the client reconnects with Last-Event-ID).
+    "STREAM_MAX_SECONDS": 3600,
+    # Seconds a stream ticket (for browsers' EventSource) may wait before it is used.
+    "STREAM_TICKET_TTL": 60,
+    # Without Redis: how often each web process reads the versions its streams watch.
+    "STREAM_POLL_INTERVAL": 0.25,
     # Set the session cookie's Secure flag (behind HTTPS).
     "SECURE_COOKIES": False,
     "LOG_LEVEL": "INFO",

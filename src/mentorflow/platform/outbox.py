@@ -153,6 +153,7 @@ class WriteTransaction:
 
     connection: sa.Connection
     event_ids: list[uuid.UUID] = field(default_factory=list)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
 
 
 @contextmanager
@@ -170,6 +171,7 @@ def write_transaction() -> Iterator[WriteTransaction]:
         with connection.begin():
             yield transaction
     _run_hooks(transaction.event_ids)
+    _run_callbacks(transaction.callbacks)
 
 
 def connection_for(transaction: WriteTransaction | None) -> sa.Connection:
@@ -240,9 +242,30 @@ def _pending_events(session: Session) -> list[uuid.UUID]:
     return session.info.setdefault("mentorflow_outbox", [])
 
 
+def call_after_commit(callback: Callable[[], None], transaction: WriteTransaction | None) -> None:
+    """Call ``callback`` once ``transaction`` (else the ORM session's) commits; never on
+    rollback."""
+    if transaction:
+        transaction.callbacks.append(callback)
+    else:
+        db.session().info.setdefault(_CALLBACKS, []).append(callback)
+
+
+_CALLBACKS = "mentorflow_after_commit"
+
+
 @event.listens_for(Session, "after_commit")
 def _run_after_commit_hooks(session: Session) -> None:
     _run_hooks(session.info.pop("mentorflow_outbox", None))
+    _run_callbacks(session.info.pop(_CALLBACKS, None))
+
+
+def _run_callbacks(callbacks: list[Callable[[], None]] | None) -> None:
+    for callback in callbacks or ():
+        try:
+            callback()
+        except Exception:
+            log.exception("after-commit callback %r failed", callback)
 
 
 def _run_hooks(event_ids: list[uuid.UUID] | None) -> None:
@@ -260,3 +283,4 @@ def _run_hooks(event_ids: list[uuid.UUID] | None) -> None:
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_pending_events(session: Session, previous_transaction: Any) -> None:
     session.info.pop("mentorflow_outbox", None)
+    session.info.pop(_CALLBACKS, None)

@@ -203,3 +203,19 @@ def require(*kinds: CredentialKind) -> Credential:
             403, message=f"This endpoint needs {allowed}; a {credential.kind} credential was sent."
         )
     return credential
+
+
+def credential_is_live(credential: Credential) -> bool:
+    """Return whether ``credential`` still works: not revoked, not expired, not replaced.
+
+    For what outlives the request that checked it (a stream).
+    """
+    if credential.kind in (CredentialKind.PUBLISHABLE, CredentialKind.SECRET):
+        key = db.session.execute(
+            sa.select(ApiKey.revoked_at).where(ApiKey.id == credential.key_id)
+        ).first()
+        return key is not None and key.revoked_at is None
+    if credential.kind == CredentialKind.LEARNER:
+        owner = current_app.extensions[_LEARNER_TOKEN_OWNER](credential.token_hash or "")
+        return owner is not None
+    return token_owner(credential.token_hash or "") is not None

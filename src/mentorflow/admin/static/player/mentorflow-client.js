@@ -227,13 +227,122 @@ export class MentorflowClient {
   }
 
   /**
-   * Read a session and its current step (what a page refresh shows).
+   * Read a session and its current step (what a page refresh shows). With ``ifNoneMatch``
+   * (the version the caller holds), a 304 (``data`` null) when it is still current.
    * @param {string} sessionId
-   * @param {{token?: string}} [options]
+   * @param {{token?: string, ifNoneMatch?: number}} [options]
    * @returns {Promise<Result<SessionState>>}
    */
-  getSession(sessionId, { token } = {}) {
-    return this.#call("GET", sessionPath(sessionId), { token: token ?? this.key });
+  getSession(sessionId, { token, ifNoneMatch } = {}) {
+    return this.#call("GET", sessionPath(sessionId), { token: token ?? this.key, ifNoneMatch });
+  }
+
+  /**
+   * Mint a short-lived ticket that opens the session's stream (EventSource sends no headers).
+   * @param {string} sessionId
+   * @param {{token?: string}} [options]
+   * @returns {Promise<Result<{ticket: string, expires_at: string}>>}
+   */
+  mintStreamTicket(sessionId, { token } = {}) {
+    return this.#call("POST", sessionPath(sessionId, "/stream-tickets"), { token: token ?? this.key });
+  }
+
+  /**
+   * The URL of the session's stream (streamSession) opened with a ticket, for EventSource.
+   * @param {string} sessionId
+   * @param {string} ticket from mintStreamTicket
+   */
+  streamSessionUrl(sessionId, ticket) {
+    return `${this.orgUrl}${sessionPath(sessionId, "/stream")}?ticket=${encodeURIComponent(ticket)}`;
+  }
+
+  /**
+   * Follow a session live: ``onState`` gets each newer {session, step}. Uses the session's
+   * stream (server-sent events); when streams are unavailable (503, no EventSource, the
+   * network), polls getSession with If-None-Match every ``pollMs`` instead, and tries the
+   * stream again later. Returns a handle whose ``close()`` stops following.
+   * @param {string} sessionId
+   * @param {{token?: string, version?: number, pollMs?: number,
+   *   onState: (state: SessionState) => void, onGone?: (status: number) => void}} options
+   * @returns {{close: () => void, readonly mode: string}}
+   */
+  followSession(sessionId, { token, version = 0, pollMs = 3000, onState, onGone }) {
+    let closed = false;
+    /** @type {EventSource | null} */
+    let source = null;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    let timer = null;
+    let seen = version;
+    let mode = "starting";
+    /** @param {SessionState | null | undefined} state */
+    const deliver = (state) => {
+      if (closed || !state || !state.session || state.session.version <= seen) return;
+      seen = state.session.version;
+      onState(state);
+    };
+    /**
+     * @param {() => void} next
+     * @param {number} ms
+     */
+    const later = (next, ms) => {
+      if (!closed) timer = setTimeout(next, ms);
+    };
+    /**
+     * @param {number} rounds
+     * @returns {Promise<void>}
+     */
+    const poll = async (rounds) => {
+      mode = "polling";
+      const result = await this.getSession(sessionId, { token, ifNoneMatch: seen });
+      if (closed) return;
+      if (result.ok && result.status === 200) deliver(result.data);
+      if (!result.ok && !result.network && (result.status === 401 || result.status === 404)) {
+        onGone?.(result.status);
+        return;
+      }
+      // Every tenth round, see whether the stream is back.
+      later(() => (rounds % 10 === 9 ? stream() : poll(rounds + 1)), pollMs);
+    };
+    /** @returns {Promise<void>} */
+    const stream = async () => {
+      if (typeof globalThis.EventSource !== "function") return poll(0);
+      const minted = await this.mintStreamTicket(sessionId, { token });
+      if (closed) return;
+      if (!minted.ok) {
+        if (!minted.network && (minted.status === 401 || minted.status === 404)) {
+          onGone?.(minted.status);
+          return;
+        }
+        return poll(0);
+      }
+      mode = "streaming";
+      const opened = new globalThis.EventSource(this.streamSessionUrl(sessionId, minted.data.ticket));
+      source = opened;
+      opened.addEventListener("state", (event) => deliver(JSON.parse(event.data)));
+      source.addEventListener("error", () => {
+        // EventSource retries by itself; once it gives up (a used-up ticket is a 401), a fresh
+        // ticket, after a catch-up read in case something was missed meanwhile.
+        if (source === opened && opened.readyState === globalThis.EventSource.CLOSED) {
+          source = null;
+          later(async () => {
+            const result = await this.getSession(sessionId, { token, ifNoneMatch: seen });
+            if (result.ok && result.status === 200) deliver(result.data);
+            stream();
+          }, 1000);
+        }
+      });
+    };
+    stream();
+    return {
+      close() {
+        closed = true;
+        if (timer) clearTimeout(timer);
+        if (source) source.close();
+      },
+      get mode() {
+        return mode;
+      },
+    };
   }
 
   /**
@@ -307,15 +416,16 @@ export class MentorflowClient {
    * @template T
    * @param {string} method
    * @param {string} path below the org's URL
-   * @param {{token: string, body?: object, idempotencyKey?: string, ifMatch?: number}} request
+   * @param {{token: string, body?: object, idempotencyKey?: string, ifMatch?: number, ifNoneMatch?: number}} request
    * @returns {Promise<Result<T>>}
    */
-  async #call(method, path, { token, body, idempotencyKey, ifMatch }) {
+  async #call(method, path, { token, body, idempotencyKey, ifMatch, ifNoneMatch }) {
     /** @type {Record<string, string>} */
     const headers = { Accept: "application/json, application/problem+json" };
     if (token) headers.Authorization = `Bearer ${token}`;
     if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
     if (ifMatch !== undefined) headers["If-Match"] = `"${ifMatch}"`;
+    if (ifNoneMatch) headers["If-None-Match"] = `"${ifNoneMatch}"`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.timeoutMs);
@@ -328,7 +438,7 @@ export class MentorflowClient {
         signal: controller.signal,
       });
       const data = await response.json().catch(() => null);
-      if (response.ok) {
+      if (response.ok || response.status === 304) {
         return { ok: true, network: false, status: response.status, data, headers: response.headers };
       }
       return {

@@ -54,6 +54,8 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
   let published = null; // the published flow (getPublishedFlow), to walk it offline
   let attempt = null; // the step submission in flight or waiting for a retry
   let busy = false;
+  let follower = null; // the session followed live (its stream, else polling)
+  let shownVersion = 0; // the server version of the state on screen
 
   // ---- storage: only the session id and its token ----
 
@@ -98,6 +100,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     }
     memoryStore.delete(STORAGE_KEY);
     credentials = null;
+    unfollow();
     queue = [];
   }
 
@@ -426,7 +429,31 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
 
   // ---- rendering a state ----
 
+  // ---- following the session live: another tab or device moves it, this page follows ----
+
+  function follow() {
+    if (follower || !credentials) return;
+    follower = client.followSession(credentials.session_id, {
+      token: credentials.token,
+      version: shownVersion,
+      onState(state) {
+        // Never under the learner's hands: an answer in flight or queued offline decides.
+        if (attempt || busy || flushing || queue.length) return;
+        if (state.session.version <= shownVersion) return;
+        render(state, { message: "Updated from another window or device." });
+      },
+    });
+  }
+
+  function unfollow() {
+    if (follower) follower.close();
+    follower = null;
+    shownVersion = 0;
+  }
+
   function render(state, { message = "", focus = false } = {}) {
+    shownVersion = state.session.version;
+    follow();
     attempt = null;
     loadDefinition(state.session);
     clearAlert();
