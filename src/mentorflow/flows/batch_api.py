@@ -48,6 +48,7 @@ def _session_before_body() -> None:
     if request.method == "POST":
         _load_session((request.view_args or {}).get("session_id", ""))
 
+
 #: The status of an item left unlooked-at after a conflict or an invalid item.
 SKIPPED_STATUS = 424
 
