@@ -107,7 +107,9 @@ class Hub:
         self._redis_url = redis_url
         self._subscriptions: set[Subscription] = set()
         self._lock = threading.Lock()
-        self._started = False
+        # The threads this process runs: a listener (or poller) once a stream subscribes, a
+        # publisher once a change is published; a process that only writes never listens.
+        self._started: set[str] = set()
         self._outgoing: queue.SimpleQueue[Change] = queue.SimpleQueue()
 
     @property
@@ -120,9 +122,7 @@ class Hub:
         subscription = Subscription(frozenset(session_ids), frozenset(flows))
         with self._lock:
             self._subscriptions.add(subscription)
-            if not self._started:
-                self._started = True
-                self._start_threads()
+            self._start("listen" if self._redis_url else "poll")
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -149,17 +149,15 @@ class Hub:
             for change in changes:
                 self._outgoing.put(change)
             with self._lock:
-                if not self._started:
-                    self._started = True
-                    self._start_threads()
+                self._start("publish")
 
-    def _start_threads(self) -> None:
-        if self._redis_url:
-            targets = {"listen": self._listen_redis, "publish": self._publish_redis}
-        else:
-            targets = {"poll": self._poll}
-        for name, target in targets.items():
-            threading.Thread(target=target, name=f"mentorflow-push-{name}", daemon=True).start()
+    def _start(self, name: str) -> None:
+        # Called with the lock held.
+        if name in self._started:
+            return
+        self._started.add(name)
+        target = {"listen": self._listen_redis, "publish": self._publish_redis, "poll": self._poll}
+        threading.Thread(target=target[name], name=f"mentorflow-push-{name}", daemon=True).start()
 
     def _redis(self) -> Any:
         return redis.Redis.from_url(
@@ -185,10 +183,14 @@ class Hub:
                 log.warning("could not publish %d session changes: %s", len(changes), exc)
 
     def _listen_redis(self) -> None:
+        lost = False
         while True:
             try:
                 pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CHANNEL)
+                if lost:
+                    log.warning("push listener reached Redis again")
+                    lost = False
                 # Whatever was published while not subscribed is lost: have every stream
                 # re-read what it watches.
                 with self._lock:
@@ -200,7 +202,9 @@ class Hub:
                     if change is not None:
                         self.dispatch([change])
             except Exception as exc:
-                log.warning("push listener lost Redis (%s); reconnecting", exc)
+                if not lost:  # once an outage, not every second of it
+                    log.warning("push listener lost Redis (%s); reconnecting", exc)
+                    lost = True
                 time.sleep(1)
 
     def _poll(self) -> None:
