@@ -293,7 +293,10 @@ def test_answers_given_offline_are_sent_as_one_batch_when_back_online(
     assert server["completed_step_ids"] == ["phase-1-step-1", "phase-1-step-2", "phase-1-step-3"]
     assert server["answers"] == {"booking-status": "booked-1-month", "day-rate": 450, "goal": GOAL}
     assert server["version"] == version + 3  # one step event each, in order
-    assert [entry for entry in seen if entry[0] == "POST"] == [("POST", "batch", 200)]
+    # The answers went as one batch and nothing else wrote one (the live stream may take a
+    # fresh ticket when the connection comes back: that writes no answer).
+    answer_posts = [e for e in seen if e[0] == "POST" and e[1] != "stream-tickets"]
+    assert answer_posts == [("POST", "batch", 200)]
     assert set(saved_storage(page)[STORAGE_KEY]) == {"session_id", "token"}
 
 
