@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import psycopg
 from flask import Response, request
 
 from bench.app import create_bench_app, floor, pool
+from bench.load import wait_http
 
 EVENTS = int(os.environ.get("MENTORFLOW_BENCH_FEED_EVENTS", "50000"))
 SESSIONS = 200
@@ -221,7 +221,7 @@ def run_feed(database_url: str, env: dict[str, str], rounds: int) -> dict[str, A
             start_new_session=True,
         )
         try:
-            _wait_http(f"http://{HOST}:{port}/healthz")
+            wait_http(f"http://{HOST}:{port}/healthz")
             real_path, floor_path = "/v1/orgs/feed/events", "/bench/orgs/feed/events"
             read_feed(port, real_path, secret)  # warm-up, unmeasured
             read_feed(port, floor_path, secret)
@@ -241,17 +241,6 @@ def run_feed(database_url: str, env: dict[str, str], rounds: int) -> dict[str, A
         "round_ratios": ratios,
         "page": PAGE,
     }
-
-
-def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s")
 
 
 def feed_lines(feed: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -148,3 +149,15 @@ def open_loop(
 ) -> LoadResult:
     """Start requests at a steady ``rate`` per second for ``seconds``, whatever the latency."""
     return asyncio.run(_open_loop(host, port, rate, seconds, factory))
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    """Wait until ``url`` answers; stop the bench if it does not within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s")

@@ -30,7 +30,13 @@ sys.path.insert(0, str(ROOT))
 from bench.batch import SESSIONS as BATCH_SESSIONS  # noqa: E402
 from bench.batch import batch_line, measure_batch  # noqa: E402
 from bench.feed import feed_lines, run_feed  # noqa: E402
-from bench.load import LoadResult, build_request, closed_loop, open_loop  # noqa: E402
+from bench.load import (  # noqa: E402
+    LoadResult,
+    build_request,
+    closed_loop,
+    open_loop,
+    wait_http,
+)
 
 BIN = Path(sys.executable).parent
 PG_URL = os.environ.get(
@@ -205,17 +211,6 @@ class Installation:
             )
             db.session.remove()
         return count or 0
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"bench: {url} did not answer within {timeout:.0f} s")
 
 
 def step_request(session_id: str, token: str, step: int, prefix: str, host: str) -> bytes:
