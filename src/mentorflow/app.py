@@ -87,6 +87,7 @@ def _register_blueprints(app: Flask) -> None:
     from mentorflow.flows.feed_api import blp as feed_blp
     from mentorflow.flows.learners_api import blp as learners_blp
     from mentorflow.flows.live import read_changes
+    from mentorflow.flows.messages_api import blp as messages_blp
     from mentorflow.flows.stream_api import blp as stream_blp
     from mentorflow.jobs.api import blp as jobs_blp
 
@@ -95,6 +96,7 @@ def _register_blueprints(app: Flask) -> None:
     api.register_blueprint(learners_blp)
     api.register_blueprint(feed_blp)
     api.register_blueprint(stream_blp)
+    api.register_blueprint(messages_blp)
     init_push(app, read_changes)
     api.register_blueprint(jobs_blp)
 
@@ -110,6 +112,7 @@ def _register_blueprints(app: Flask) -> None:
     csrf.exempt(learners_blp)
     csrf.exempt(feed_blp)
     csrf.exempt(stream_blp)
+    csrf.exempt(messages_blp)
     csrf.exempt(jobs_blp)
     init_console(app)
 

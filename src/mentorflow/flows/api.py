@@ -9,9 +9,11 @@ from typing import Any
 from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
 
-from mentorflow.flows import authoring, learner_sessions, learners
+from mentorflow.flows import authoring, conversations, learner_sessions, learners
+from mentorflow.flows import conversation_examples as cx
 from mentorflow.flows import examples as ex
 from mentorflow.flows import learner_examples as lx
+from mentorflow.flows.conversation_schemas import ContextQuerySchema
 from mentorflow.flows.engine import AnswerError
 from mentorflow.flows.models import SessionStatus
 from mentorflow.flows.schemas import (
@@ -550,8 +552,14 @@ def _go_back(
 @blp.route("/sessions/<session_id>/context")
 class SessionContext(MethodView):
     @blp.doc(operationId="getSessionContext", security=security(*SESSION_READERS))
-    @blp.response(200, SessionContextSchema, example=ex.CONTEXT)
+    @blp.arguments(ContextQuerySchema(), location="query")
+    @blp.response(200, SessionContextSchema, example=cx.SESSION_CONTEXT)
     @problems(blp, 401, 403, 404, 422, 429)
-    def get(self, org: str, session_id: str) -> Any:
-        """Read the session's answers and position, for chat or AI callers."""
-        return learner_sessions.session_context(_load_session(session_id))
+    def get(self, query: dict[str, Any], org: str, session_id: str) -> Any:
+        """Read the session's answers, position and latest messages, for chat or AI callers."""
+        session = _load_session(session_id)
+        body = learner_sessions.session_context(session)
+        body["messages"], body["messages_truncated"] = conversations.recent_messages(
+            current_org.id, session.id, query["messages"]
+        )
+        return body

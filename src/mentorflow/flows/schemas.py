@@ -474,6 +474,15 @@ class SessionContextSchema(ma.Schema):
     current_phase = fields.String(required=True, allow_none=True)
     progress = fields.Nested(ProgressSchema, required=True)
     contact = fields.Nested(ContactSchema, required=True)
+    # By name: MessageSchema lives with the conversations (flows.conversation_schemas).
+    messages = fields.List(
+        fields.Nested("MessageSchema"),
+        required=True,
+        metadata={"description": "The session's latest messages (`?messages=N`), oldest first."},
+    )
+    messages_truncated = fields.Boolean(
+        required=True, metadata={"description": "Older messages were left out."}
+    )
 
 
 class PublishedFlowSchema(ma.Schema):

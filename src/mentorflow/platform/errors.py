@@ -29,6 +29,7 @@ PROBLEM_TYPES = {
     "validation": "urn:mentorflow:problem:validation",
     "idempotency-key-reused": "urn:mentorflow:problem:idempotency-key-reused",
     "version-mismatch": "urn:mentorflow:problem:version-mismatch",
+    "session-erased": "urn:mentorflow:problem:session-erased",
 }
 
 

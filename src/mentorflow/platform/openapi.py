@@ -30,6 +30,7 @@ PROBLEM_MEANINGS = {
     "idempotency-key-reused": "422: the Idempotency-Key was already used with another body; "
     "send a new key for a new request.",
     "version-mismatch": "412: If-Match names another version of the session; re-read it.",
+    "session-erased": "409: the session was erased; it takes no more messages.",
 }
 
 #: The security scheme of each credential kind (``CredentialKind`` values) in the document:

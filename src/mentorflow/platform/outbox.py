@@ -36,6 +36,7 @@ class EventType(enum.StrEnum):
     SESSION_COMPLETED = "session.completed"
     SESSION_ABANDONED = "session.abandoned"
     STEP_REOPENED = "step.reopened"
+    MESSAGE_CREATED = "message.created"
 
 
 class DeliveryStatus(enum.StrEnum):
