@@ -131,6 +131,10 @@ def mutating_forms(studio: Studio) -> dict[str, tuple[str, dict[str, str]]]:
             "/admin/settings/general/abandonment",
             {"abandon_after": "1h"},
         ),
+        "settings.save_analytics": (
+            "/admin/settings/general/analytics",
+            {"analytics_answers": "y"},
+        ),
         "settings.save_integration": (
             "/admin/settings/integrations/posthog",
             {"api_key": "phc_x", "url": "https://x.example"},

@@ -12,6 +12,8 @@ from mentorflow.delivery.sinks import sink_types
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.analytics import analytics_answers as answers_sent
+from mentorflow.tenants.analytics import set_analytics_answers
 
 
 @click.group()
@@ -41,10 +43,23 @@ def org_create(slug: str, name: str) -> None:
     "--abandon-after",
     help="Inactivity before a session is abandoned: 30m, 12h, 7d, 2w (1m to 365d).",
 )
+@click.option(
+    "--analytics-answers",
+    type=click.Choice(["on", "off"]),
+    help="Send step answers and message content to PostHog (off by default: ids, types and "
+    "timings only).",
+)
 @with_appcontext
-def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -> None:
+def org_set(
+    slug: str,
+    allowed_origins: str | None,
+    abandon_after: str | None,
+    analytics_answers: str | None,
+) -> None:
     """Change an organization's settings."""
     target = org_for_write(slug)
+    if analytics_answers is not None:
+        set_analytics_answers(target, analytics_answers == "on")
     try:
         tenant_services.update_org_settings(
             target,
@@ -58,7 +73,11 @@ def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -
     db.session.commit()
     ttl = target.abandon_after(current_app.config["ABANDON_AFTER"])
     origins = ", ".join(target.allowed_origins) or "(none)"
-    click.echo(f"{target.slug}: allowed origins {origins}; abandon after {ttl}s")
+    answers = "on" if answers_sent(target.settings) else "off"
+    click.echo(
+        f"{target.slug}: allowed origins {origins}; abandon after {ttl}s; "
+        f"analytics answers {answers}"
+    )
 
 
 @org.command("integrate")

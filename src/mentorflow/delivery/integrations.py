@@ -14,6 +14,7 @@ from mentorflow.platform.crypto import encrypt_secret
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbound import OutboundRefused, check_url
+from mentorflow.tenants.analytics import ANALYTICS_ANSWERS, analytics_answers
 from mentorflow.tenants.models import Org
 from mentorflow.tenants.services import TenantError
 
@@ -51,6 +52,8 @@ def set_integration(
             if sink != "posthog":
                 raise TenantError("send-answers applies to PostHog only")
             current["send_answers"] = send_answers
+            # One opt-in for the org: the integration's checkbox is the org's setting.
+            settings[ANALYTICS_ANSWERS] = send_answers
         integrations[sink] = current
     settings["integrations"] = integrations
     org.settings = settings
@@ -78,7 +81,7 @@ def integration_status(
                 "key": key,
                 "url": url,
                 "own_url": own.get(sink_type.url_field),
-                "send_answers": bool(own.get("send_answers", False)),
+                "send_answers": analytics_answers(org_settings),
             }
         )
     return rows

@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, flash, redirect
 from flask_admin import expose
 from flask_wtf import FlaskForm
-from wtforms import StringField, TextAreaField
+from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import DataRequired, ValidationError
 
 from mentorflow.admin.access import ConsoleView, requires, seat
@@ -15,6 +15,7 @@ from mentorflow.admin.settings.base import lock_org
 from mentorflow.delivery.integrations import integration_status
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
+from mentorflow.tenants.analytics import analytics_answers, set_analytics_answers
 from mentorflow.tenants.models import Org, Role
 from mentorflow.tenants.services import format_duration, parse_origins
 
@@ -44,6 +45,10 @@ class AbandonmentForm(FlaskForm):
             raise ValidationError(f"The {exc}.") from exc
 
 
+class AnalyticsForm(FlaskForm):
+    analytics_answers = BooleanField("Send answers and message content to PostHog")
+
+
 def general_context(org: Org) -> dict[str, Any]:
     """Return what the overview and the general tab show of ``org``'s settings."""
     default_ttl = int(current_app.config["ABANDON_AFTER"])
@@ -53,6 +58,7 @@ def general_context(org: Org) -> dict[str, Any]:
         "ttl_is_default": "abandon_after" not in org.settings,
         "default_ttl": format_duration(default_ttl),
         "integrations": integration_status(org.settings, current_app.config),
+        "analytics_answers": analytics_answers(org.settings),
     }
 
 
@@ -123,6 +129,23 @@ class GeneralPages(ConsoleView):
         db.session.commit()
         flash(
             f"Sessions idle for {format_duration(form.seconds)} are now marked abandoned.",
+            "success",
+        )
+        return redirect(self.get_url(".general"))
+
+    @expose("/general/analytics", methods=["POST"])
+    @requires(Role.ADMIN)
+    def save_analytics(self) -> Any:
+        form = AnalyticsForm()
+        if not form.validate_on_submit():
+            return self._general_page(status=422)
+        org = lock_org()
+        set_analytics_answers(org, bool(form.analytics_answers.data))
+        db.session.commit()
+        flash(
+            "PostHog now receives answers and message content."
+            if form.analytics_answers.data
+            else "PostHog now receives no answers or message content: ids, types and timings only.",
             "success",
         )
         return redirect(self.get_url(".general"))

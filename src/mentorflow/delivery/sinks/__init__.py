@@ -24,6 +24,7 @@ from mentorflow.delivery.sinks.base import (
 )
 from mentorflow.delivery.sinks.jsonlines import JsonLinesSink
 from mentorflow.platform.outbound import OutboundPolicy
+from mentorflow.tenants.analytics import analytics_answers
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -50,6 +51,8 @@ def build_sink(name: str, org_settings: Mapping[str, Any], config: Mapping[str, 
     # Without credentials the sink writes the request it would have sent to
     # ``<instance>/outbox-<sink>.jsonl``: a dry run that needs no account.
     own = (org_settings.get("integrations") or {}).get(name) or {}
+    # The org-wide opt-in (``analytics_answers``) decides what an analytics sink may carry.
+    own = {**own, "send_answers": analytics_answers(org_settings)}
     credentials = credentials_for(sink_type, own, config)
     if credentials is None:
         path = Path(config["INSTANCE_PATH"]) / f"outbox-{name}.jsonl"

@@ -33,6 +33,8 @@ from mentorflow.platform.outbound import (
 DEFAULT_SUPERMEMORY_BASE_URL = "https://api.supermemory.ai"
 
 _MEMORY_METADATA = ("org", "session_id", "flow", "flow_version", "step_id", "phase", "seq")
+_MESSAGE_METADATA = ("org", "session_id", "flow", "flow_version", "step_id", "seq", "role")
+_ROLE_LABELS = {"user": "Learner", "assistant": "Mentor", "system": "Note", "tool": "Tool"}
 #: Documents per ``documents.batch_add`` call (the API takes up to 600).
 MEMORY_BATCH_LIMIT = 600
 
@@ -45,9 +47,12 @@ def memory_document(event: OutboundEvent) -> dict[str, Any] | None:
 
     Every completed step is remembered, one document per step: what the learner answered,
     that they skipped an optional question, or that they went through an info or video step.
-    Other events make no document.
+    Each message of a conversation is one document too (:func:`message_document`). Other
+    events make no document.
     """
     payload = event.payload
+    if event.type == "message.created":
+        return message_document(event)
     if event.type != "step.completed":
         return None
     question = payload.get("prompt") or payload.get("key") or payload["step_id"]
@@ -64,6 +69,22 @@ def memory_document(event: OutboundEvent) -> dict[str, Any] | None:
         # Derived from (session, seq), so a redelivery upserts the same document.
         "id": f"{payload['session_id']}-{payload['seq']}",
         "content": content,
+        "metadata": metadata,
+        "date": payload.get("occurred_at") or as_utc(event.created_at).isoformat(),
+    }
+
+
+def message_document(event: OutboundEvent) -> dict[str, Any]:
+    """Return the ``Supermemory.add`` arguments of a ``message.created`` event: one document
+    per message, its id derived from (session, message seq) so a redelivery upserts it."""
+    payload = event.payload
+    label = _ROLE_LABELS.get(payload["role"], payload["role"])
+    metadata = {name: payload[name] for name in _MESSAGE_METADATA if payload.get(name) is not None}
+    metadata["kind"] = "message"
+    return {
+        "namespace": payload["memory_container"],
+        "id": f"{payload['session_id']}-message-{payload['seq']}",
+        "content": f"{label}: {payload['content']}",
         "metadata": metadata,
         "date": payload.get("occurred_at") or as_utc(event.created_at).isoformat(),
     }

@@ -36,8 +36,8 @@ from mentorflow.platform.outbound import (
 
 DEFAULT_POSTHOG_HOST = "https://us.i.posthog.com"
 
-#: PostHog properties copied from the event payload when present. Answers are not among them:
-#: they go to PostHog only for orgs that opt in with ``send_answers``.
+#: PostHog properties copied from the event payload when present. Answers and message content
+#: are not among them: they go to PostHog only for orgs that opt in (``analytics_answers``).
 _POSTHOG_PROPERTIES = (
     "session_id",
     "flow",
@@ -47,6 +47,8 @@ _POSTHOG_PROPERTIES = (
     "phase",
     "step_type",
     "seq",
+    "role",
+    "message_id",
 )
 
 
@@ -57,6 +59,11 @@ def posthog_capture(event: OutboundEvent, *, send_answers: bool = False) -> dict
     if send_answers and "answer" in payload:
         properties["key"] = payload.get("key")
         properties["answer"] = payload["answer"]
+    if "content" in payload:
+        # How long a message was is a timing-like figure; what it said is the learner's.
+        properties["content_length"] = len(payload["content"])
+        if send_answers:
+            properties["content"] = payload["content"]
     return {
         "distinct_id": payload["distinct_id"],
         "event": event.type,
