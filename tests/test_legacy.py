@@ -129,6 +129,8 @@ class LegacyFile:
     left_out: int = 0
     adjusted: int = 0
     not_mapped: Counter[str] = field(default_factory=Counter)
+    videos: int = 0
+    memories: int = 0
 
     def write(self, path: Path) -> Path:
         path.write_bytes(b"".join(line + b"\n" for line in self.lines))
@@ -199,10 +201,10 @@ def old_session(rng: random.Random, index: int, data: LegacyFile) -> None:
             "videosWatched": ["content-that-books"] if rng.random() < 0.3 else [],
         }
         data.not_mapped["progress.currentScreen"] += 1
-        data.not_mapped["progress.videosWatched"] += bool(context["progress"]["videosWatched"])
+        data.videos += len(context["progress"]["videosWatched"])
     context["memory"] = [{"fact": "prefers email"}] if rng.random() < 0.1 else []
     context["conversation"] = []
-    data.not_mapped["memory"] += bool(context["memory"])
+    data.memories += len(context["memory"])
     for path, value, reported in (
         ("situation.favoriteStyle", "fine line", "situation.favoriteStyle"),  # unknown
         ("phase4.checkFirst", "dms", "phase4.checkFirst"),  # check-first declares another path
@@ -354,7 +356,6 @@ def test_undeclared_keys_fall_back_to_kebab_case_only_for_answer_keys():
         "situation.favoriteStyle",
         "later.checkFirst",  # check-first is taken by phase2.checkFirst, first in the context
         "later.goal",  # goal declares situation.goal
-        "progress.videosWatched",
     ]
     assert left_out == []
 
@@ -464,7 +465,12 @@ def test_round_trip_of_5000_old_sessions(
         assert session.legacy_context["row"] == {k: v for k, v in row.items() if k != "context"}
         assert session.version == 1 and len(session.token_hash) == 64
     assert db.session.scalar(sa.select(sa.func.count()).select_from(StepEvent)) == 0
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxEvent)) == 0
+    # Videos watched and memories became messages; each is a message.created event.
+    assert (report.videos_mapped, report.memories_imported) == (data.videos, data.memories)
+    assert data.videos > 100 and data.memories > 50
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxEvent)) == (
+        data.videos + data.memories
+    )
 
     sample = [e for e in data.sessions.values() if e.old_completed_phases is not None][::40]
     assert len(sample) > 50
@@ -483,7 +489,11 @@ def test_round_trip_of_5000_old_sessions(
     assert again.unchanged == len(data.sessions)
     assert again.skipped_reasons == report.skipped_reasons
     assert again.answers_mapped == 0 and not again.keys_not_mapped
+    assert (again.videos_mapped, again.memories_imported) == (0, 0)
     assert snapshot() == before
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxEvent)) == (
+        data.videos + data.memories
+    )
     assert elapsed < 30, f"the dry run and the import took {elapsed:.1f} s"
 
 

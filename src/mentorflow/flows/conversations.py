@@ -112,7 +112,13 @@ def post_message(
     emit_event(
         org.id,
         EventType.MESSAGE_CREATED,
-        message_event_payload(org, session, view),
+        message_event_payload(
+            org.slug,
+            session,
+            session.flow_version.flow_slug,
+            session.flow_version.number,
+            view,
+        ),
         session_id=session.id,
         transaction=transaction,
     )
@@ -128,19 +134,19 @@ def next_seq(connection: sa.Connection, session_id: str) -> int:
 
 
 def message_event_payload(
-    org: Org, session: SessionRecord | LearnerSession, message: dict[str, Any]
+    org_slug: str,
+    session: SessionRecord | LearnerSession,
+    flow_slug: str,
+    flow_version: int,
+    message: dict[str, Any],
 ) -> dict[str, Any]:
     """Return the payload of a ``message.created`` event (content included: the sinks decide
     what they pass on)."""
-    if isinstance(session, SessionRecord):
-        flow_slug, number = session.flow_version.flow_slug, session.flow_version.number
-    else:
-        flow_slug, number = session.flow.slug, session.flow_version.number
     return {
-        "org": org.slug,
+        "org": org_slug,
         "session_id": session.id,
         "flow": flow_slug,
-        "flow_version": number,
+        "flow_version": flow_version,
         "status": str(session.status),
         "distinct_id": session.external_user_id or session.id,
         "memory_container": session.memory_container,
@@ -152,6 +158,55 @@ def message_event_payload(
         "content": message["content"],
         "metadata": message["metadata"],
     }
+
+
+def import_messages(
+    org_id: int,
+    org_slug: str,
+    session: LearnerSession,
+    flow_slug: str,
+    flow_version: int,
+    items: list[dict[str, Any]],
+) -> None:
+    """Append ``items`` (role, content, step_id, metadata, created_at) to a session the caller
+    holds locked, numbered after its last message, and emit their ``message.created`` events
+    (the legacy import's write, in the ORM session's transaction)."""
+    if not items:
+        return
+    connection = db.session.connection()
+    seq = next_seq(connection, session.id)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "org_id": org_id,
+            "session_id": session.id,
+            "seq": seq + offset,
+            "step_id": item["step_id"],
+            "role": str(MessageRole(item["role"])),
+            "content": item["content"],
+            "metadata": item.get("metadata") or {},
+            "created_at": item["created_at"],
+        }
+        for offset, item in enumerate(items)
+    ]
+    connection.execute(Message.__table__.insert(), rows)
+    for row in rows:
+        payload = message_event_payload(
+            org_slug, session, flow_slug, flow_version, message_view(row)
+        )
+        emit_event(org_id, EventType.MESSAGE_CREATED, payload, session_id=session.id)
+
+
+def message_metadata(session_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Return the metadata of every message of these sessions, by session."""
+    found: dict[str, list[dict[str, Any]]] = {session_id: [] for session_id in session_ids}
+    if session_ids:
+        rows = db.session.execute(
+            sa.select(Message.session_id, Message.meta).where(Message.session_id.in_(session_ids))
+        )
+        for session_id, metadata in rows:
+            found[session_id].append(metadata or {})
+    return found
 
 
 def message_view(row: Any) -> dict[str, Any]:

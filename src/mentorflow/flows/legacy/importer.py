@@ -13,11 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from mentorflow.flows import conversations
 from mentorflow.flows.authoring import FlowError, compiled_flow, get_flow, get_version
 
 # parse_line reads ids and JSON values exactly as the mapping does, so it shares its helpers.
 from mentorflow.flows.legacy.mapping import (
     LegacyMap,
+    LegacyMessage,
     MappedSession,
     RowSkipped,
     _finite_float,
@@ -151,6 +153,7 @@ class _Importer:
         # Plain values: every batch commits, which expires the ORM objects.
         self.org_id, self.org_slug = org.id, org.slug
         self.flow_id, self.version_id = flow.id, version.id
+        self.flow_slug = flow.slug
         self.version_number = version.number
         self.legacy_map = LegacyMap(compiled_flow(version))
         self.apply = apply
@@ -189,13 +192,19 @@ class _Importer:
             begin_write(db.session)
         existing = self._existing([mapped.legacy_id for _, mapped in batch])
         advanced = self._advanced([session.id for session in existing.values()])
+        imported = self._imported_messages([session.id for session in existing.values()])
+        #: The sessions written in this batch, with the messages each of them gets.
+        talks: list[tuple[LearnerSession, MappedSession, list[LegacyMessage]]] = []
         for line, mapped in batch:
             session = existing.get(mapped.legacy_id)
             if session is None:
                 self._count_written(line, mapped)
+                self._count_messages(mapped.messages)
                 self.report.created += 1
                 if self.apply:
-                    db.session.add(self._new_session(line, mapped))
+                    session = self._new_session(line, mapped)
+                    db.session.add(session)
+                    talks.append((session, mapped, mapped.messages))
                 continue
             conflict = self._conflict(session, mapped, advanced)
             if conflict == "unchanged":
@@ -204,13 +213,21 @@ class _Importer:
                 self.report.conflicts.add(line, mapped.legacy_id, conflict)
             else:
                 self._count_written(line, mapped)
+                # A re-import adds only the messages not imported before, after the others.
+                known = imported.get(session.id, set())
+                new = [m for m in mapped.messages if m.key not in known]
+                self._count_messages(new)
                 self.report.updated += 1
                 if self.apply:
                     self._update_session(session, line, mapped)
+                    talks.append((session, mapped, new))
         if not self.apply:
             db.session.rollback()
             return
         try:
+            db.session.flush()
+            for session, mapped, messages in talks:
+                self._add_messages(session, mapped, messages)
             db.session.commit()
         except IntegrityError:
             db.session.rollback()
@@ -237,6 +254,44 @@ class _Importer:
                 .where(StepEvent.session_id.in_(session_ids))
                 .distinct()
             )
+        )
+
+    def _imported_messages(self, session_ids: list[str]) -> dict[str, set[tuple[str, int]]]:
+        """Return the (source, index) of each message an earlier import added, by session."""
+        found = conversations.message_metadata(session_ids)
+        return {
+            session_id: {
+                (meta["source"], meta["legacy_index"])
+                for meta in metadata
+                if str(meta.get("source", "")).startswith("legacy-") and "legacy_index" in meta
+            }
+            for session_id, metadata in found.items()
+        }
+
+    def _count_messages(self, messages: list[LegacyMessage]) -> None:
+        for message in messages:
+            if message.source == "legacy-conversation":
+                self.report.messages_imported += 1
+            elif message.source == "legacy-video":
+                self.report.videos_mapped += 1
+            else:
+                self.report.memories_imported += 1
+
+    def _add_messages(
+        self, session: LearnerSession, mapped: MappedSession, messages: list[LegacyMessage]
+    ) -> None:
+        items = [
+            {
+                "role": message.role,
+                "content": message.content,
+                "step_id": message.step_id,
+                "metadata": {"source": message.source, "legacy_index": message.index},
+                "created_at": message.created_at or mapped.updated_at,
+            }
+            for message in messages
+        ]
+        conversations.import_messages(
+            self.org_id, self.org_slug, session, self.flow_slug, self.version_number, items
         )
 
     def _conflict(self, session: LearnerSession, mapped: MappedSession, advanced: set[str]) -> str:

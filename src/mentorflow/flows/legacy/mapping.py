@@ -17,6 +17,24 @@ from mentorflow.flows.models import SessionStatus
 
 #: Fields of ``context.progress`` that the position mapping consumes.
 POSITION_FIELDS = ("progress.currentPhase", "progress.currentStep", "progress.completedPhases")
+#: Fields of the context that become the session's messages (see :func:`map_messages`).
+CONVERSATION_FIELDS = ("conversation", "memory", "progress.videosWatched")
+#: Roles of the old app's conversation entries, as message roles.
+_ROLES = {
+    "user": "user",
+    "human": "user",
+    "learner": "user",
+    "assistant": "assistant",
+    "ai": "assistant",
+    "bot": "assistant",
+    "mentor": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "function": "tool",
+}
+#: The longest message content (flows.conversations.CONTENT_MAX).
+MESSAGE_CONTENT_MAX = 32_000
 CONTACT_LIMITS = {"name": 200, "email": 320, "phone": 40}
 ID_MAX_LENGTH = 200
 
@@ -68,6 +86,22 @@ class LegacyMap:
                 self.contact_keys.append(step["key"])
         self.positions = sorted(positions)
 
+    def video_step(self, video: Any) -> str | None:
+        """Return the video step an old ``videosWatched`` entry names: by step id, legacy key,
+        or a name its ``video_url`` carries (``content-that-books``)."""
+        if not isinstance(video, str) or not video.strip():
+            return None
+        name = video.strip()
+        for step_id, step in self.steps.items():
+            if step["type"] != "video":
+                continue
+            url = step.get("video_url") or ""
+            if name in (step_id, step.get("legacy_key")) or (
+                name in url or kebab_case(name) in url
+            ):
+                return step_id
+        return None
+
     def step_at(self, phase: int, step: int) -> str | None:
         """Return the step at (phase, step), else the nearest earlier one, else None."""
         target = f"phase-{phase}-step-{step}"
@@ -99,6 +133,25 @@ class MappedSession:
     position_note: str | None = None
     left_out: list[str] = field(default_factory=list)
     not_mapped: list[str] = field(default_factory=list)
+    #: The session's messages: the conversation, the videos watched, what was remembered.
+    messages: list[LegacyMessage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LegacyMessage:
+    """A message the import adds to a session; ``source`` and ``index`` make it unique, so a
+    re-import adds only what is new."""
+
+    source: str  # legacy-conversation | legacy-video | legacy-memory
+    index: int
+    role: str
+    content: str
+    step_id: str | None
+    created_at: datetime | None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.source, self.index)
 
 
 def map_row(row: dict[str, Any], legacy_map: LegacyMap) -> MappedSession:
@@ -135,6 +188,7 @@ def map_row(row: dict[str, Any], legacy_map: LegacyMap) -> MappedSession:
     for key in legacy_map.contact_keys:
         for name, value in (answers.get(key) or {}).items():
             contact[name] = contact[name] or value
+    messages = map_messages(context, legacy_map, left_out)
     return MappedSession(
         legacy_id=legacy_id,
         status=status,
@@ -154,7 +208,96 @@ def map_row(row: dict[str, Any], legacy_map: LegacyMap) -> MappedSession:
         position_note=position_note,
         left_out=left_out,
         not_mapped=not_mapped,
+        messages=messages,
     )
+
+
+def map_messages(
+    context: dict[str, Any], legacy_map: LegacyMap, left_out: list[str]
+) -> list[LegacyMessage]:
+    """Return the messages of an old context, in order: its ``conversation`` (roles and order
+    kept), a note on each video step of ``progress.videosWatched``, each ``memory`` entry.
+
+    Entries that can't be messages are appended to ``left_out``.
+    """
+    messages: list[LegacyMessage] = []
+    conversation = context.get("conversation")
+    for index, entry in enumerate(conversation if isinstance(conversation, list) else []):
+        message = _conversation_message(index, entry, left_out)
+        if message is not None:
+            messages.append(message)
+    progress = context.get("progress")
+    watched = progress.get("videosWatched") if isinstance(progress, dict) else None
+    for index, video in enumerate(watched if isinstance(watched, list) else []):
+        step_id = legacy_map.video_step(video)
+        if step_id is None:
+            shown = json.dumps(video, ensure_ascii=False)[:80]
+            left_out.append(f"progress.videosWatched[{index}]: {shown} matches no video step")
+            continue
+        title = legacy_map.steps[step_id].get("prompt") or step_id
+        messages.append(
+            LegacyMessage(
+                "legacy-video", index, "system", f"Watched the video: {title}", step_id, None
+            )
+        )
+    memory = context.get("memory")
+    for index, entry in enumerate(memory if isinstance(memory, list) else []):
+        text = _memory_text(entry)
+        if not text:
+            continue
+        if len(text) > MESSAGE_CONTENT_MAX:
+            left_out.append(f"memory[{index}]: longer than {MESSAGE_CONTENT_MAX} characters")
+            continue
+        messages.append(LegacyMessage("legacy-memory", index, "system", text, None, None))
+    return messages
+
+
+def _conversation_message(index: int, entry: Any, left_out: list[str]) -> LegacyMessage | None:
+    where = f"conversation[{index}]"
+    if not isinstance(entry, dict):
+        left_out.append(f"{where}: a JSON {_json_type(entry)}, not an object")
+        return None
+    role_text = entry.get("role")
+    role = _ROLES.get(role_text.strip().lower()) if isinstance(role_text, str) else None
+    if role is None:
+        shown = json.dumps(role_text, ensure_ascii=False)[:40]
+        left_out.append(f"{where}: role {shown} is not user, assistant, system or tool")
+        return None
+    content = next(
+        (
+            entry[name]
+            for name in ("content", "text", "message")
+            if isinstance(entry.get(name), str)
+        ),
+        None,
+    )
+    if content is None or not content.strip():
+        left_out.append(f"{where}: has no text (content, text or message)")
+        return None
+    if len(content) > MESSAGE_CONTENT_MAX:
+        left_out.append(f"{where}: longer than {MESSAGE_CONTENT_MAX} characters")
+        return None
+    at = next(
+        (
+            _timestamp(entry[name])
+            for name in ("timestamp", "created_at", "at")
+            if entry.get(name) is not None
+        ),
+        None,
+    )
+    return LegacyMessage("legacy-conversation", index, role, content, None, at)
+
+
+def _memory_text(entry: Any) -> str | None:
+    if isinstance(entry, str):
+        return entry.strip() or None
+    if isinstance(entry, dict) and len(entry) == 1:
+        (value,) = entry.values()
+        if isinstance(value, str):
+            return value.strip() or None
+    if _blank(entry):
+        return None
+    return json.dumps(entry, ensure_ascii=False, sort_keys=True)
 
 
 def map_position(progress: Any, legacy_map: LegacyMap) -> tuple[str, str | None]:
@@ -187,7 +330,7 @@ def map_answers(
             _add_answer(legacy_map, step_id, path, value, answers, left_out)
     not_mapped: list[str] = []
     for path, value in _leaves(context, set(legacy_map.declared)):
-        if _blank(value) or path in POSITION_FIELDS:
+        if _blank(value) or path in POSITION_FIELDS or path in CONVERSATION_FIELDS:
             continue
         key = kebab_case(path.rpartition(".")[2])
         step_id = legacy_map.undeclared_keys.get(key)

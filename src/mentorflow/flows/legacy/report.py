@@ -70,6 +70,11 @@ class ImportReport:
     left_out: Findings = field(default_factory=Findings)
     positions_adjusted: Findings = field(default_factory=Findings)
     keys_not_mapped: Counter[str] = field(default_factory=Counter)
+    #: Messages added to sessions: the old ``conversation`` entries, a note per video step of
+    #: ``progress.videosWatched``, each ``memory`` entry (written to the memory container).
+    messages_imported: int = 0
+    videos_mapped: int = 0
+    memories_imported: int = 0
 
     def skip(self, line: int, exc: RowSkipped) -> None:
         self.skipped.add(line, exc.legacy_id, exc.message)
@@ -89,6 +94,8 @@ class ImportReport:
     def from_dict(cls, data: dict[str, Any]) -> ImportReport:
         """Rebuild a report from ``to_dict`` data."""
         values = dict(data)
+        for name in ("messages_imported", "videos_mapped", "memories_imported"):
+            values.setdefault(name, 0)  # a report of an import before conversations
         for name in ("conflicts", "skipped", "left_out", "positions_adjusted"):
             values[name] = Findings.from_dict(values[name])
         for name in ("skipped_reasons", "keys_not_mapped"):
@@ -118,6 +125,9 @@ class ImportReport:
             *_examples(self.left_out),
             _figure("positions adjusted", self.positions_adjusted.count),
             *_examples(self.positions_adjusted),
+            _figure("conversation messages", self.messages_imported),
+            _figure("videos watched (notes)", self.videos_mapped),
+            _figure("memories", self.memories_imported),
             _figure("keys not mapped", len(self.keys_not_mapped)),
         ]
         for path, count in self.keys_not_mapped.most_common():
