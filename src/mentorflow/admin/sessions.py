@@ -30,6 +30,7 @@ from mentorflow.flows.analytics import (
     session_progress,
 )
 from mentorflow.flows.authoring import compiled_flow, flow_versions
+from mentorflow.flows.conversations import session_messages
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession, SessionStatus, StepEvent
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
@@ -162,6 +163,17 @@ class SessionsView(LearnerView):
             .options(selectinload(OutboxEvent.deliveries))
             .order_by(OutboxEvent.created_at, OutboxEvent.id)
         ).all()
+        messages = session_messages(session.org_id, [session.id])[session.id]
+        by_step: dict[str | None, list[dict[str, Any]]] = {}
+        for message in messages:
+            by_step.setdefault(message["step_id"], []).append(message)
+        shown = {row.step["id"] for row in answers}
+        # The conversation beside each step's answer; the rest (no step, a step not listed)
+        # below the table. The timeline interleaves moves and messages by time.
+        loose = [m for m in messages if m["step_id"] not in shown]
+        moves = [("move", entry.event.created_at, entry) for entry in timeline]
+        talk = [("message", message["created_at"], message) for message in messages]
+        merged = sorted(moves + talk, key=lambda item: item[1])
         return self.render(
             "console/sessions/details.html",
             session=session,
@@ -170,6 +182,10 @@ class SessionsView(LearnerView):
             answers=answers,
             other_answers=other_answers,
             timeline=timeline,
+            merged_timeline=merged,
+            messages_by_step=by_step,
+            loose_messages=loose,
+            message_count=len(messages),
             outbox=outbox,
             total_seconds=sum(spent.values()),
         )

@@ -2,7 +2,8 @@
 
 Each export leaves two files: the CSV, safe to open in a spreadsheet (a text cell that a
 spreadsheet would run as a formula is prefixed with ``'``), and beside it a JSON-lines file
-with the same sessions and their answers exactly as stored.
+with the same sessions, their answers exactly as stored and their conversation (``messages``,
+oldest first).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mentorflow.flows.conversations import session_messages
 from mentorflow.flows.document import takes_answer
 from mentorflow.flows.models import Flow, FlowVersion, LearnerSession
 from mentorflow.jobs import runner
@@ -37,6 +39,8 @@ SESSION_COLUMNS = [
     "completed_at",
 ]
 PROGRESS_EVERY = 200
+#: Sessions whose messages are read in one query.
+MESSAGES_CHUNK = 200
 RAW_SUFFIX = ".jsonl"
 #: A text cell starting with one of these is a formula to a spreadsheet (OWASP's list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -124,7 +128,7 @@ def export_sessions(job: Job, report: runner.Progress) -> dict[str, Any]:
     raw_path = runner.job_file(job, RAW_SUFFIX)
     make_private_dir(path.parent)
     partials = [runner.partial_file(path), runner.partial_file(raw_path)]
-    rows = 0
+    rows = messages = 0
     try:
         with (
             open_private(partials[0], "w", newline="", encoding="utf-8") as handle,
@@ -139,16 +143,21 @@ def export_sessions(job: Job, report: runner.Progress) -> dict[str, Any]:
             )
             # Closed on failure too: PostgreSQL streams the rows through a server-side cursor.
             with contextlib.closing(stream):
+                chunk: list[dict[str, Any]] = []
                 for session in stream:
                     fields = _session_fields(session, numbers)
                     writer.writerow(
                         [_cell(value) for value in fields.values()]
                         + [_cell(session.answers.get(key)) for key in columns]
                     )
-                    raw.write(json.dumps({**fields, "answers": session.answers}) + "\n")
+                    chunk.append({**fields, "answers": session.answers})
+                    if len(chunk) >= MESSAGES_CHUNK:
+                        messages += _write_raw(raw, job.org_id, chunk)
+                        chunk = []
                     rows += 1
                     if rows % PROGRESS_EVERY == 0:
                         report(rows, total)
+                messages += _write_raw(raw, job.org_id, chunk)
         partials[1].replace(raw_path)
         partials[0].replace(path)
     except Exception as exc:
@@ -160,11 +169,27 @@ def export_sessions(job: Job, report: runner.Progress) -> dict[str, Any]:
         ) from exc
     return {
         "rows": rows,
+        "messages": messages,
         "columns": SESSION_COLUMNS + columns,
         "file": path.name,
         "raw_file": raw_path.name,
         "flow": job.params.get("flow"),
     }
+
+
+def _write_raw(raw: Any, org_id: int, chunk: list[dict[str, Any]]) -> int:
+    """Write the JSON lines of ``chunk`` (sessions), each with its messages; return how many
+    messages were written."""
+    found = session_messages(org_id, [line["session_id"] for line in chunk])
+    written = 0
+    for line in chunk:
+        talk = [
+            {**message, "created_at": message["created_at"].isoformat()}
+            for message in found[line["session_id"]]
+        ]
+        written += len(talk)
+        raw.write(json.dumps({**line, "messages": talk}) + "\n")
+    return written
 
 
 EXPORT_JOB = runner.JobKind(
