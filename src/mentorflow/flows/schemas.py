@@ -244,6 +244,12 @@ def _step_schema(step_type: str, *, in_session: bool) -> type[ma.Schema]:
             metadata={"description": "Whether an answer must be given (never for info, video)."},
         ),
         **_type_fields(step_type),
+        "chat": fields.Boolean(
+            metadata={
+                "description": "The player offers a conversation box under the step; its "
+                "messages are the session's messages for that step (postSessionMessage)."
+            }
+        ),
         "next": fields.List(fields.Nested(NextRuleSchema)),
     }
     if in_session:

@@ -30,7 +30,17 @@ DEFAULT_SCALE: tuple[int, int] = (1, 10)
 
 _ROOT_FIELDS = ("slug", "title", "description", "phases")
 _PHASE_FIELDS = ("id", "title", "steps")
-_COMMON_STEP_FIELDS = ("id", "type", "key", "legacy_key", "prompt", "body", "required", "next")
+_COMMON_STEP_FIELDS = (
+    "id",
+    "type",
+    "key",
+    "legacy_key",
+    "prompt",
+    "body",
+    "required",
+    "chat",
+    "next",
+)
 _TYPE_FIELDS: dict[str, tuple[str, ...]] = {
     "info": (),
     "video": ("video_url",),
@@ -61,6 +71,7 @@ _STEP_FIELD_ORDER = (
     "min",
     "max",
     "fields",
+    "chat",
     "next",
 )
 _ALL_STEP_FIELDS = frozenset(_STEP_FIELD_ORDER)

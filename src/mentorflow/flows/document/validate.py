@@ -172,6 +172,11 @@ class _Validator(_RuleChecker):
         elif required is not MISSING:
             out["required"] = step.required = required
 
+        # The player offers a conversation box under a step that sets chat: true.
+        chat = self.take(raw, path, "chat", required=False)
+        if chat is not MISSING and self.boolean(chat, f"{path}.chat") is not MISSING:
+            out["chat"] = chat
+
         if step.type is not None:
             getattr(self, f"extras_{step.type}")(raw, path, step)
         step.raw_next = raw.get("next")

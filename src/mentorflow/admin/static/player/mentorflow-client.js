@@ -404,6 +404,35 @@ export class MentorflowClient {
   }
 
   /**
+   * Add a message to the session's conversation (about a step: the current one by default).
+   * @param {string} sessionId
+   * @param {{role: "user"|"assistant"|"system"|"tool", content: string, step_id?: string|null, metadata?: object}} message
+   * @param {{token?: string, idempotencyKey?: string}} [options]
+   * @returns {Promise<Result<{message: Message}>>}
+   */
+  postSessionMessage(sessionId, message, { token, idempotencyKey } = {}) {
+    return this.#call("POST", sessionPath(sessionId, "/messages"), {
+      token: token ?? this.key,
+      body: message,
+      idempotencyKey,
+    });
+  }
+
+  /**
+   * Read a page of the session's conversation, oldest message first.
+   * @param {string} sessionId
+   * @param {{token?: string, after?: string|number, limit?: number}} [options]
+   * @returns {Promise<Result<{items: Message[], next_cursor: string|null}>>}
+   */
+  listSessionMessages(sessionId, { token, after, limit } = {}) {
+    const query = new URLSearchParams();
+    if (after !== undefined && after !== null) query.set("after", String(after));
+    if (limit) query.set("limit", String(limit));
+    const suffix = query.toString() ? `/messages?${query}` : "/messages";
+    return this.#call("GET", sessionPath(sessionId, suffix), { token: token ?? this.key });
+  }
+
+  /**
    * Read a background job's status (secret key).
    * @param {number} jobId
    * @returns {Promise<Result<Job>>}

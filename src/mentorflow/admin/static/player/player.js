@@ -528,7 +528,80 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
         goBack(previous, { form, submit, version: session.version, key: newIdempotencyKey() }));
     }
 
-    setScreen(form);
+    if (step.chat) setScreen(form, buildChat(session, step));
+    else setScreen(form);
+  }
+
+  // ---- a step's conversation box (steps with chat: true) ----
+
+  const CHAT_PAGE = 200;
+
+  function chatItem(message) {
+    const who = message.role === "user" ? "You" : message.role === "assistant" ? "Mentor" : "Note";
+    return h("li", { class: `chat-message chat-message--${message.role}`, "data-seq": String(message.seq) },
+      h("span", { class: "chat-who", text: who }),
+      h("span", { class: "chat-text", text: message.content }),
+    );
+  }
+
+  async function loadChat(sessionId, stepId, log, empty) {
+    let after;
+    const mine = [];
+    for (;;) {
+      const result = await client.listSessionMessages(sessionId, { token: credentials.token, after, limit: CHAT_PAGE });
+      if (!result.ok) return;
+      mine.push(...result.data.items.filter((message) => message.step_id === stepId));
+      if (!result.data.next_cursor) break;
+      after = result.data.next_cursor;
+    }
+    for (const message of mine) log.append(chatItem(message));
+    empty.hidden = mine.length > 0;
+  }
+
+  function buildChat(session, step) {
+    const inputId = nextId("chat-input");
+    const log = h("ol", { class: "chat-log", id: "chat-log", "aria-live": "polite" });
+    const empty = h("p", { class: "chat-empty", text: "No notes yet. Ask a question or jot something down for your mentor." });
+    const input = h("textarea", { id: inputId, class: "chat-input", rows: "3", maxlength: "32000" });
+    const error = h("p", { class: "field-error", id: nextId("chat-error"), hidden: true });
+    const send = h("button", { type: "submit", class: "button button--small", text: "Send" });
+    const form = h("form", { class: "chat-form", novalidate: true },
+      h("label", { for: inputId, class: "chat-label", text: "Your note or question" }),
+      input, error, h("div", { class: "actions actions--end" }, send));
+    let pending = null; // {key, content}: one Idempotency-Key per message, kept for retries
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const content = input.value;
+      if (!content.trim()) {
+        error.textContent = "Write something first.";
+        error.hidden = false;
+        return;
+      }
+      if (!pending || pending.content !== content) pending = { key: newIdempotencyKey(), content };
+      send.disabled = true;
+      error.hidden = true;
+      const result = await client.postSessionMessage(credentials.session_id,
+        { role: "user", content, step_id: step.id },
+        { token: credentials.token, idempotencyKey: pending.key });
+      send.disabled = false;
+      if (result.ok) {
+        pending = null;
+        input.value = "";
+        log.append(chatItem(result.data.message));
+        empty.hidden = true;
+        return;
+      }
+      const fields = (!result.network && result.problem.errors) || null;
+      error.textContent = result.network
+        ? "We couldn't send your note: the server did not respond. Try again."
+        : fields
+          ? Object.values(fields).flat().join(" ")
+          : problemDetail(result, "We couldn't send your note.");
+      error.hidden = false;
+    });
+    loadChat(session.id, step.id, log, empty);
+    return h("section", { class: "chat", id: "chat", "aria-label": "Notes and questions for this step" },
+      h("h3", { class: "chat-title", text: "Notes and questions" }), empty, log, form);
   }
 
   function setBusy(form, submit, on, label) {
