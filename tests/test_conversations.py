@@ -315,3 +315,11 @@ def test_the_learner_context_spans_sessions_newest_first(client, walk, learner, 
     assert client.get(url, headers=bearer(walker.token)).status_code == 403
     unknown = client.get(f"/v1/orgs/{keys.slug}/learners/nobody/context", headers=bearer(keys.sk))
     assert unknown.status_code == 404
+
+
+def test_a_cursor_past_any_message_number_is_a_422(client, walk):
+    _, walker = walk
+    response = client.get(
+        messages_url(walker), query_string={"after": 2**31}, headers=bearer(walker.token)
+    )
+    assert response.status_code == 422 and "query.after" in response.json["errors"]

@@ -258,6 +258,8 @@ def test_context_for_chat_callers(walker):
         "current_phase": "phase-2",
         "progress": {"completed": 2, "total": 4, "percent": 50},
         "contact": {"name": None, "email": None, "phone": None},
+        "messages": [],
+        "messages_truncated": False,
     }
 
 

@@ -80,7 +80,8 @@ class MessageCreatedSchema(ma.Schema):
 
 class MessagesQuerySchema(ma.Schema):
     after = fields.Integer(
-        validate=validate.Range(min=0),
+        # A message number is a 32-bit integer column.
+        validate=validate.Range(min=0, max=2**31 - 1),
         metadata={
             "description": "Start after this cursor: the previous page's `next_cursor`, or a "
             "message's `seq` (to poll for newer messages). Omitted: from the first message.",
