@@ -85,7 +85,8 @@ def post_message(
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
     """Append a message to the session (whose row the caller holds locked) and emit
-    ``message.created``; return the message as the API shows it.
+    ``message.created``; return the message as the API shows it. A learner's (``user``)
+    message counts as the session's activity.
 
     ``step_id`` defaults to the session's current step; raise UnknownStep for a step the
     session's flow version does not have.
@@ -108,6 +109,14 @@ def post_message(
         "created_at": created_at or utcnow(),
     }
     connection.execute(Message.__table__.insert(), [message])
+    if message["role"] == MessageRole.USER:
+        # The learner talking is activity: the abandonment sweep leaves the session alone.
+        # Not a new version: the session's state (answers, position) did not change.
+        connection.execute(
+            sa.update(LearnerSession)
+            .where(LearnerSession.id == session.id)
+            .values(last_activity_at=message["created_at"])
+        )
     view = message_view(message)
     emit_event(
         org.id,
