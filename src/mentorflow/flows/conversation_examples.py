@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mentorflow.flows.examples import CONTEXT, KEY_REUSED, SESSION_ID
+from mentorflow.flows.examples import CONTEXT, SESSION_ID
 from mentorflow.platform.openapi import problem_example
 
 POST_MESSAGE = {
@@ -64,4 +64,3 @@ SESSION_ERASED = problem_example(
     problem="session-erased",
     detail="This session was erased; it takes no more messages.",
 )
-KEY_REUSED_EXAMPLE = KEY_REUSED

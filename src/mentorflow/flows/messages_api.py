@@ -10,6 +10,7 @@ from flask.views import MethodView
 from mentorflow.flows import api as learner_api
 from mentorflow.flows import conversation_examples as cx
 from mentorflow.flows import conversations, learners_api
+from mentorflow.flows import examples as ex
 from mentorflow.flows.conversation_schemas import (
     ContextQuerySchema,
     LearnerContextSchema,
@@ -74,7 +75,7 @@ class SessionMessages(MethodView):
         422,
         "A field is invalid (empty or over-long content, an unknown role or step, metadata "
         "over 4 KB, unstorable text), or the Idempotency-Key was used with another body.",
-        examples={"content": cx.MESSAGE_INVALID, "idempotency_key_reused": cx.KEY_REUSED},
+        examples={"content": cx.MESSAGE_INVALID, "idempotency_key_reused": ex.KEY_REUSED},
     )
     @problems(blp, 400, 401, 403, 404, 413, 415, 429)
     def post(self, body: dict[str, Any], org: str, session_id: str) -> Any:
