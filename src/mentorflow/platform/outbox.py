@@ -36,6 +36,8 @@ class EventType(enum.StrEnum):
     SESSION_COMPLETED = "session.completed"
     SESSION_ABANDONED = "session.abandoned"
     STEP_REOPENED = "step.reopened"
+    SESSION_CLAIMED = "session.claimed"
+    LEARNER_STATE_CHANGED = "learner.state_changed"
 
 
 class DeliveryStatus(enum.StrEnum):
