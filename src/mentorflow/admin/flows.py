@@ -170,12 +170,13 @@ class FlowsView(ConsoleView):
         version, created = authoring.publish_version(
             flow, notes=request.form.get("notes") or None, by=seat().user.email
         )
-        audit.record(
-            flow.org_id,
-            "flow.published",
-            f"flow:{flow.slug}",
-            after={"version": version.number, "new_version": created},
-        )
+        if created:
+            audit.record(
+                flow.org_id,
+                "flow.published",
+                f"flow:{flow.slug}",
+                after={"version": version.number},
+            )
         db.session.commit()
         flash(
             f"Published version {version.number}."

@@ -24,7 +24,7 @@ blp = Blueprint(
 scope_blueprint_to_org(blp)
 
 _SUMMARY = {
-    "type": ["object", "null"],
+    "type": "object",
     "description": "What the target was like, in short; never a secret",
 }
 ENTRY_EXAMPLE = {
