@@ -7,6 +7,7 @@ against the real database.
 from __future__ import annotations
 
 import contextvars
+import html
 import json
 import queue
 import threading
@@ -14,10 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask.testing import FlaskClient
 
+from console_client import Console, add_staff
+from mentorflow.flows.models import Learner
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import OutboxEvent
+from mentorflow.tenants.models import Role
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 RACERS = 16
@@ -330,3 +335,22 @@ def test_a_session_of_another_learner_or_org_cannot_be_claimed(client, studio, c
     assert claim(client, other, other_id, publisher, other_st).status_code == 404
     # Only a learner token claims.
     assert claim(client, studio, other_id, studio.sk, other_st).status_code == 403
+
+
+def test_the_console_learner_page_shows_the_state_and_its_history(client, studio):
+    phone = mint(client, studio)
+    put(client, studio, phone, {"theme": "dark", "persona": "artist"}, '"0"')
+    patch(client, studio, studio.sk, {"theme": None}, '"1"')
+    add_staff(studio.org, "mentor@state.example", Role.MENTOR)
+    console = Console(client)
+    assert console.login("mentor@state.example").status_code == 302
+    db.session.rollback()
+    learner_id = db.session.scalar(
+        sa.select(Learner.id).where(Learner.external_user_id == "user-4711")
+    )
+    page = html.unescape(console.get(f"/admin/learners/{learner_id}").get_data(as_text=True))
+    assert '"persona": "artist"' in page and '"theme"' not in page.split("learner-state-history")[0]
+    history = page.split('id="learner-state-history"')[1]
+    assert 'data-version="2"' in history and 'data-version="1"' in history
+    assert f"{studio.sk[:11]}…" in history  # who wrote version 2: the secret key
+    assert "learner:user-4711" in history  # version 1: the learner's own token
