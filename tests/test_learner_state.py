@@ -12,6 +12,7 @@ import json
 import queue
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,13 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from console_client import Console, add_staff
+from mentorflow.flows.live import read_changes
 from mentorflow.flows.models import Learner
+from mentorflow.platform import push
+from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import OutboxEvent
+from mentorflow.platform.push import Change
 from mentorflow.tenants.models import Role
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
@@ -354,3 +359,28 @@ def test_the_console_learner_page_shows_the_state_and_its_history(client, studio
     assert 'data-version="2"' in history and 'data-version="1"' in history
     assert f"{studio.sk[:11]}…" in history  # who wrote version 2: the secret key
     assert "learner:user-4711" in history  # version 1: the learner's own token
+
+
+def test_other_processes_hear_of_learner_changes_by_redis_or_the_poll(client, studio):
+    """The cross-process carriers: a change message keeps its learner, and the embedded
+    backend's poll reads a learner's state and sessions."""
+    org_id = studio.org.id
+    phone = mint(client, studio)
+    started = client.post(
+        f"/v1/orgs/{studio.slug}/flows/onboarding/sessions", json={}, headers=bearer(phone)
+    )
+    since = utcnow() - timedelta(seconds=5)
+    put(client, studio, phone, {"a": 1}, '"0"')
+    db.session.rollback()
+    learner_id = db.session.scalar(sa.select(Learner.id))
+    changes = read_changes(set(), set(), since, {learner_id})
+    keys = {(change.session_id, change.version, change.learner_id) for change in changes}
+    assert keys == {
+        (f"learner:{learner_id}", 1, learner_id),
+        (started.json["session"]["id"], 1, learner_id),
+    }
+    change = Change(org_id, 0, f"learner:{learner_id}", 3, learner_id)
+    assert push._decode(push._encode(change)) == change
+    older = Change(org_id, 2, "abc", 4)
+    assert push._decode(push._encode(older)) == older
+    assert push._decode('[1, 2, "abc", 4]') == older  # what a process not yet upgraded sends
