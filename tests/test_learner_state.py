@@ -384,3 +384,21 @@ def test_other_processes_hear_of_learner_changes_by_redis_or_the_poll(client, st
     older = Change(org_id, 2, "abc", 4)
     assert push._decode(push._encode(older)) == older
     assert push._decode('[1, 2, "abc", 4]') == older  # what a process not yet upgraded sends
+
+
+def test_state_changes_are_in_the_feed_under_the_learner(client, studio):
+    phone = mint(client, studio)
+    put(client, studio, phone, {"theme": "dark"}, '"0"')
+    mint(client, studio, "user-9")
+    put(client, studio, studio.sk, {"theme": "light"}, '"0"', ext="user-9")
+    feed = client.get(
+        f"/v1/orgs/{studio.slug}/events",
+        query_string={"learner": "user-4711", "types": "learner.state_changed"},
+        headers=bearer(studio.sk),
+    )
+    assert feed.status_code == 200
+    (event,) = feed.json["events"]
+    assert event["type"] == "learner.state_changed"
+    assert event["external_user_id"] == "user-4711" and event["session_id"] is None
+    assert event["data"]["state"] == {"theme": "dark"} and event["data"]["version"] == 1
+    assert event["data"]["changed_keys"] == ["theme"]
