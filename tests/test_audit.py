@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from mentorflow.platform.extensions import db
 from mentorflow.tenants import audit
 from mentorflow.tenants.audit import AuditEntry
 from mentorflow.tenants.models import ApiKey, StaffUser
+from test_cli import cli  # noqa: F401  (the fixture)
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -417,3 +419,32 @@ def test_summaries_leave_secrets_out() -> None:
     assert audit.summary(
         {"api_key": "x", "secret": "y", "token_hash": "z", "url": "https://a", "n": {"password": 1}}
     ) == {"url": "https://a", "n": {}}
+
+
+def test_operator_cli_changes_are_audited_as_cli(cli, tmp_path) -> None:  # noqa: F811
+    cli("org", "create", "acme", "--name", "Acme")
+    secret = cli("key", "create", "acme", "--kind", "secret").stdout.strip().splitlines()[-1]
+    cli("flow", "push", "acme", str(SMALL_FLOW), "--publish")
+    cli("org", "set", "acme", "--allowed-origins", "https://app.example")
+    cli(
+        "staff",
+        "create",
+        "ops@acme.example",
+        "--org",
+        "acme",
+        "--role",
+        "admin",
+        stdin="a long password\n",
+    )
+    cli("key", "revoke", "acme", secret[:11])
+    database = sqlite3.connect(tmp_path / "instance" / "mentorflow.db")
+    rows = database.execute("SELECT actor, action FROM audit_entries ORDER BY id").fetchall()
+    database.close()
+    assert rows == [
+        ("cli", "key.created"),
+        ("cli", "flow.created"),
+        ("cli", "flow.published"),
+        ("cli", "settings.changed"),
+        ("cli", "member.added"),
+        ("cli", "key.revoked"),
+    ]
