@@ -95,7 +95,9 @@ class LearnerTokens(MethodView):
         audit.record(
             current_org.id,
             "learner_tokens.revoked",
-            f"learner:{ext}",
+            # The learner's row id, not the org's user id: nothing personal stays in the
+            # trail once the learner is erased.
+            f"learner:#{learner.id}",
             after={"tokens_revoked": count},
         )
         db.session.commit()

@@ -213,9 +213,12 @@ export class MentorflowClient {
 
   /**
    * Start a session on the flow's published version; the token in the answer is shown once.
+   * With a learner token (``token``, lt_…) it starts as that learner; with ``resume: true``
+   * it answers 200 with their active session of the flow, if any (and no new token).
    * @param {string} flow
-   * @param {{name?: string, email?: string, phone?: string, external_user_id?: string}} [contact]
-   * @param {{idempotencyKey?: string}} [options]
+   * @param {{name?: string, email?: string, phone?: string, external_user_id?: string,
+   *   resume?: boolean}} [contact]
+   * @param {{idempotencyKey?: string, token?: string}} [options]
    * @returns {Promise<Result<SessionCreated>>}
    */
   startSession(flow, contact = {}, { idempotencyKey, token } = {}) {
