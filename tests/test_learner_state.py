@@ -20,6 +20,9 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from console_client import Console, add_staff
+from mentorflow.delivery.sinks.base import OutboundEvent
+from mentorflow.delivery.sinks.memory import memory_document
+from mentorflow.delivery.sinks.posthog import posthog_capture
 from mentorflow.flows.live import read_changes
 from mentorflow.flows.models import Learner
 from mentorflow.platform import push
@@ -149,6 +152,12 @@ def test_merge_patch_sets_merges_and_removes_with_null(client, studio):
     plain = client.patch(state_url(studio), json={"a": 3}, headers=bearer(phone, If_Match='"2"'))
     assert plain.status_code == 415
     assert client.get(state_url(studio), headers=bearer(phone)).json["version"] == 2
+    # "*" writes whatever the version; a bare number is read as the ETag; garbage is a 422.
+    forced = patch(client, studio, phone, {"a": 9}, "*")
+    assert forced.json == {"state": {"a": 9, "prefs": {"x": 1, "z": 3}, "b": [1]}, "version": 3}
+    assert patch(client, studio, phone, {"a": 10}, "3").json["version"] == 4
+    bad = patch(client, studio, phone, {"a": 11}, "latest")
+    assert bad.status_code == 422 and "headers.If-Match" in bad.json["errors"]
 
 
 def test_a_state_over_64_kb_is_refused_and_changes_nothing(client, studio):
@@ -402,3 +411,21 @@ def test_state_changes_are_in_the_feed_under_the_learner(client, studio):
     assert event["external_user_id"] == "user-4711" and event["session_id"] is None
     assert event["data"]["state"] == {"theme": "dark"} and event["data"]["version"] == 1
     assert event["data"]["changed_keys"] == ["theme"]
+
+
+def test_a_state_change_reaches_the_sinks_without_its_content_in_analytics(client, studio):
+    phone = mint(client, studio)
+    put(client, studio, phone, {"persona": "artist"}, '"0"')
+    db.session.rollback()
+    stored = db.session.query(OutboxEvent).filter_by(type="learner.state_changed").one()
+    assert {delivery.sink for delivery in stored.deliveries} == set(ctx_sinks(client))
+    event = OutboundEvent(stored.id, studio.slug, stored.type, stored.payload, stored.created_at)
+    captured = posthog_capture(event)
+    assert captured["distinct_id"] == "user-4711"
+    assert captured["event"] == "learner.state_changed"
+    assert "artist" not in json.dumps(captured["properties"])  # the state stays out
+    assert memory_document(event) is None  # memory holds answers, not app settings
+
+
+def ctx_sinks(client) -> list[str]:
+    return list(client.application.config["SINKS"])
