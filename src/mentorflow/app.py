@@ -61,12 +61,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _init_worker(app: Flask) -> None:
     from mentorflow.flows.export import EXPORT_JOB
+    from mentorflow.flows.export_api import init_job_starts
     from mentorflow.flows.legacy import LEGACY_IMPORT_JOB
     from mentorflow.jobs.runner import register_job_kinds
     from mentorflow.worker.celery_setup import celery_init_app
+    from mentorflow.worker.tasks import enqueue_job
 
     register_job_kinds(app, EXPORT_JOB, LEGACY_IMPORT_JOB)
     celery_init_app(app)
+    init_job_starts(app, enqueue_job)
 
 
 def _import_models() -> None:
@@ -84,12 +87,15 @@ def _register_blueprints(app: Flask) -> None:
     )
     from mentorflow.flows.api import blp as flows_blp
     from mentorflow.flows.batch_api import blp as batch_blp
+    from mentorflow.flows.export_api import blp as job_starts_blp
     from mentorflow.flows.feed_api import blp as feed_blp
+    from mentorflow.flows.learner_state_api import blp as learner_state_blp
     from mentorflow.flows.learners_api import blp as learners_blp
     from mentorflow.flows.live import read_changes
     from mentorflow.flows.messages_api import blp as messages_blp
     from mentorflow.flows.stream_api import blp as stream_blp
     from mentorflow.jobs.api import blp as jobs_blp
+    from mentorflow.tenants.audit_api import blp as audit_blp
 
     api.register_blueprint(flows_blp)
     api.register_blueprint(batch_blp)
@@ -97,8 +103,11 @@ def _register_blueprints(app: Flask) -> None:
     api.register_blueprint(feed_blp)
     api.register_blueprint(stream_blp)
     api.register_blueprint(messages_blp)
+    api.register_blueprint(learner_state_blp)
     init_push(app, read_changes)
     api.register_blueprint(jobs_blp)
+    api.register_blueprint(job_starts_blp)
+    api.register_blueprint(audit_blp)
 
     from mentorflow.admin.console import csrf, init_console
     from mentorflow.admin.player import bp as player_bp
@@ -113,7 +122,10 @@ def _register_blueprints(app: Flask) -> None:
     csrf.exempt(feed_blp)
     csrf.exempt(stream_blp)
     csrf.exempt(messages_blp)
+    csrf.exempt(learner_state_blp)
     csrf.exempt(jobs_blp)
+    csrf.exempt(job_starts_blp)
+    csrf.exempt(audit_blp)
     init_console(app)
 
 

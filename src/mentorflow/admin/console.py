@@ -12,7 +12,7 @@ from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf import CSRFProtect
 
-from mentorflow.admin import analytics, jobs, learner_pages, live, sessions, settings
+from mentorflow.admin import analytics, audit, jobs, learner_pages, live, sessions, settings
 from mentorflow.admin.access import ConsoleView, current_seat, seat
 from mentorflow.admin.auth import bp as auth_bp
 from mentorflow.admin.auth import login_manager
@@ -21,6 +21,7 @@ from mentorflow.delivery.services import delivery_status
 from mentorflow.flows.models import Flow, LearnerSession
 from mentorflow.platform.errors import API_PREFIXES
 from mentorflow.platform.extensions import db
+from mentorflow.tenants.audit import init_audit
 from mentorflow.tenants.roles import staff_orgs
 
 csrf = CSRFProtect()
@@ -120,6 +121,7 @@ def init_console(app: Flask, extra_views: list[Any] | None = None) -> Admin:
     """Mount the console at /admin on ``app``."""
     app.session_interface = ConsoleSessionInterface()
     login_manager.init_app(app)
+    init_audit(app, staff_actor=audit.staff_actor)
     csrf.init_app(app)
     app.register_blueprint(auth_bp)
     app.register_blueprint(assets)
@@ -142,6 +144,7 @@ def init_console(app: Flask, extra_views: list[Any] | None = None) -> Admin:
         *jobs.views(),
         *live.views(),
         *settings.views(),
+        *audit.views(),
         *(extra_views or []),
     ]
     for view in menu:

@@ -22,6 +22,7 @@ from mentorflow.flows.document import (
 from mentorflow.flows.models import Flow, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.tenants import audit
 from mentorflow.tenants.models import Role
 
 STARTER = """slug: my-flow
@@ -99,6 +100,12 @@ class FlowsView(ConsoleView):
                     errors = [_error("slug", f"a flow '{definition['slug']}' exists already")]
                 else:
                     flow, _ = authoring.save_draft(seat().org, definition)
+                    audit.record(
+                        flow.org_id,
+                        "flow.created",
+                        f"flow:{flow.slug}",
+                        after={"title": flow.title},
+                    )
                     db.session.commit()
                     flash(f"Created the draft of “{flow.title}”.", "success")
                     return redirect(self.get_url(".edit", flow_id=flow.id))
@@ -134,6 +141,13 @@ class FlowsView(ConsoleView):
                 except authoring.DraftConflict as exc:
                     errors = [_error("", str(exc))]
                 else:
+                    audit.record(
+                        flow.org_id,
+                        "flow.draft_saved",
+                        f"flow:{flow.slug}",
+                        before={"draft_revision": revision},
+                        after={"draft_revision": flow.draft_revision},
+                    )
                     db.session.commit()
                     flash("Draft saved.", "success")
                     return redirect(self.get_url(".edit", flow_id=flow.id))
@@ -156,6 +170,13 @@ class FlowsView(ConsoleView):
         version, created = authoring.publish_version(
             flow, notes=request.form.get("notes") or None, by=seat().user.email
         )
+        if created:
+            audit.record(
+                flow.org_id,
+                "flow.published",
+                f"flow:{flow.slug}",
+                after={"version": version.number},
+            )
         db.session.commit()
         flash(
             f"Published version {version.number}."
@@ -210,11 +231,19 @@ class FlowsView(ConsoleView):
     def rollback(self, flow_id: int) -> Any:
         flow = self._flow(flow_id)
         number = request.form.get("version", type=int)
+        before = flow.published_version.number if flow.published_version else None
         try:
             authoring.rollback_flow(flow, number or 0, by=seat().user.email)
         except authoring.FlowError as exc:
             flash(str(exc).capitalize() + ".", "danger")
         else:
+            audit.record(
+                flow.org_id,
+                "flow.rolled_back",
+                f"flow:{flow.slug}",
+                before={"version": before},
+                after={"version": number},
+            )
             db.session.commit()
             flash(
                 f"Version {number} is published again; sessions already started keep theirs.",
@@ -227,6 +256,13 @@ class FlowsView(ConsoleView):
     def archive(self, flow_id: int) -> Any:
         flow = self._flow(flow_id)
         flow.archived_at = None if flow.archived_at else utcnow()
+        audit.record(
+            flow.org_id,
+            "flow.archived" if flow.archived_at else "flow.restored",
+            f"flow:{flow.slug}",
+            before={"archived": flow.archived_at is None},
+            after={"archived": flow.archived_at is not None},
+        )
         db.session.commit()
         flash(
             "Archived: learners can no longer start it." if flow.archived_at else "Restored.",
@@ -265,6 +301,12 @@ class FlowsView(ConsoleView):
                 "console/flows/edit.html", flow=None, text=text, errors=errors, revision=None
             )
         flow, created = authoring.save_draft(seat().org, definition)
+        audit.record(
+            flow.org_id,
+            "flow.imported",
+            f"flow:{flow.slug}",
+            after={"created": created, "file": upload.filename},
+        )
         db.session.commit()
         flash(
             f"{'Created' if created else 'Updated'} the draft of “{flow.title}” from "

@@ -17,6 +17,7 @@ from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.jobs.runner import file_expires_at, job_file
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.tenants import audit
 from mentorflow.tenants.models import Role
 from mentorflow.worker import tasks
 
@@ -63,6 +64,7 @@ class JobsView(LearnerView):
         flow = for_org(Flow, flow_id)
         begin_write(db.session)
         job = create_export(current.org, flow.slug, by=current.user.email)
+        audit.record(current.org.id, "export.started", f"flow:{flow.slug}", after={"job": job.id})
         db.session.commit()
         try:
             tasks.enqueue_job(job.id)

@@ -15,6 +15,7 @@ from mentorflow.admin.access import current_seat, for_org, requires, seat
 from mentorflow.admin.learners import PAGE_SIZE, LearnerView, requested_page
 from mentorflow.flows.analytics import build_timeline, session_progress
 from mentorflow.flows.authoring import compiled_flow
+from mentorflow.flows.learner_state import read_state, state_history
 from mentorflow.flows.learners import learner_summary
 from mentorflow.flows.models import Learner, LearnerSession, StepEvent
 from mentorflow.platform.extensions import db
@@ -22,6 +23,8 @@ from mentorflow.tenants.models import Role
 
 #: The most moves a learner's timeline shows (the latest ones).
 TIMELINE_LIMIT = 500
+#: The latest versions of a learner's state the page lists.
+STATE_HISTORY_LIMIT = 20
 
 
 @dataclass
@@ -101,6 +104,9 @@ class LearnersView(LearnerView):
             rows=rows,
             moves=moves,
             timeline_limit=TIMELINE_LIMIT,
+            state=read_state(learner.org_id, learner.id),
+            state_history=state_history(learner, STATE_HISTORY_LIMIT),
+            state_history_limit=STATE_HISTORY_LIMIT,
         )
 
 

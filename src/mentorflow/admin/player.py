@@ -112,6 +112,7 @@ def play(org: str, flow: str) -> Response:
         title=flow_obj.title,
         key=key,
         base_url=request.script_root,
+        allowed_origins=" ".join(found_org.allowed_origins),
     )
     return _page(html, 200)
 

@@ -35,6 +35,7 @@ from mentorflow.flows.models import Flow, FlowVersion, LearnerSession, SessionSt
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import OutboxEvent
+from mentorflow.tenants import audit
 from mentorflow.tenants.models import Role
 from mentorflow.worker import tasks
 
@@ -203,6 +204,12 @@ class SessionsView(LearnerView):
             abort(404)
         begin_write(db.session)
         count = delivery.retry_deliveries(dead=True, event_id=event_uuid)
+        audit.record(
+            session.org_id,
+            "delivery.retried",
+            f"event:{event_uuid}",
+            after={"session_id": session.id, "deliveries": count},
+        )
         db.session.commit()
         target = self.get_url(".details", session_id=session.id) + f"#event-{event_uuid}"
         if not count:

@@ -12,6 +12,7 @@ from mentorflow.cli.common import fail, org_for_write
 from mentorflow.flows import authoring
 from mentorflow.flows.document import DocumentError, dump_document, load_document
 from mentorflow.platform.extensions import db
+from mentorflow.tenants import audit
 
 
 @click.group()
@@ -47,8 +48,21 @@ def flow_push(org_slug: str, file: Path, publish: bool, notes: str | None) -> No
     pushed, created = authoring.save_draft(target, definition)
     verb = "created" if created else "updated"
     message = f"{verb} draft of {pushed.slug} (revision {pushed.draft_revision})"
+    audit.record(
+        target.id,
+        "flow.created" if created else "flow.draft_saved",
+        f"flow:{pushed.slug}",
+        after={"draft_revision": pushed.draft_revision},
+    )
     if publish:
         version, new = authoring.publish_version(pushed, notes=notes, by="cli")
+        if new:
+            audit.record(
+                target.id,
+                "flow.published",
+                f"flow:{pushed.slug}",
+                after={"version": version.number},
+            )
         message += (
             f"; published version {version.number}"
             if new
@@ -84,8 +98,16 @@ def flow_rollback(org_slug: str, slug: str, number: int) -> None:
     """Publish an older version of a flow again."""
     try:
         found = authoring.get_flow(org_for_write(org_slug), slug)
+        before = found.published_version.number if found.published_version else None
         authoring.rollback_flow(found, number, by="cli")
     except authoring.FlowError as exc:
         fail(str(exc))
+    audit.record(
+        found.org_id,
+        "flow.rolled_back",
+        f"flow:{slug}",
+        before={"version": before},
+        after={"version": number},
+    )
     db.session.commit()
     click.echo(f"{slug}: version {number} is published again")

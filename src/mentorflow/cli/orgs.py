@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from flask import current_app
 from flask.cli import with_appcontext
@@ -11,6 +13,7 @@ from mentorflow.delivery.integrations import set_integration
 from mentorflow.delivery.sinks import sink_types
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.tenants import audit
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.analytics import analytics_answers as answers_sent
 from mentorflow.tenants.analytics import set_analytics_answers
@@ -58,6 +61,11 @@ def org_set(
 ) -> None:
     """Change an organization's settings."""
     target = org_for_write(slug)
+    before = {
+        "allowed_origins": target.allowed_origins,
+        **_abandon(target),
+        "analytics_answers": answers_sent(target.settings),
+    }
     if analytics_answers is not None:
         set_analytics_answers(target, analytics_answers == "on")
     try:
@@ -70,6 +78,12 @@ def org_set(
         )
     except tenant_services.TenantError as exc:
         fail(str(exc))
+    after = {
+        "allowed_origins": target.allowed_origins,
+        **_abandon(target),
+        "analytics_answers": answers_sent(target.settings),
+    }
+    audit.record(target.id, "settings.changed", f"org:{target.slug}", before=before, after=after)
     db.session.commit()
     ttl = target.abandon_after(current_app.config["ABANDON_AFTER"])
     origins = ", ".join(target.allowed_origins) or "(none)"
@@ -114,6 +128,12 @@ def org_integrate(
         )
     except tenant_services.TenantError as exc:
         fail(str(exc))
+    audit.record(
+        target.id,
+        "integration.cleared" if clear else "integration.changed",
+        f"integration:{sink}",
+        after={"url": url, "key_replaced": bool(api_key), "send_answers": send_answers},
+    )
     db.session.commit()
     shown = {
         k: v
@@ -122,3 +142,7 @@ def org_integrate(
     }
     has_key = "api_key_encrypted" in target.settings["integrations"].get(sink, {})
     click.echo(f"{slug}: {sink} {'(own key) ' if has_key else ''}{shown or '(platform defaults)'}")
+
+
+def _abandon(target: Any) -> dict[str, Any]:
+    return {"abandon_after": target.settings.get("abandon_after")}

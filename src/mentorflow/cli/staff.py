@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 
 import click
+import sqlalchemy as sa
 from flask.cli import with_appcontext
 
 from mentorflow.cli.common import fail, org_for_write
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.tenants import audit
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.accounts import end_sessions, find_staff
-from mentorflow.tenants.models import Role
+from mentorflow.tenants.models import Org, Role
 
 
 @click.group()
@@ -36,6 +38,8 @@ def staff_create(email: str, org_slug: str, role: str) -> None:
         )
     except tenant_services.TenantError as exc:
         fail(str(exc))
+    org_id = db.session.scalar(sa.select(Org.id).where(Org.slug == org_slug))
+    audit.record(org_id, "member.added", f"member:{user.email}", after={"role": role})
     db.session.commit()
     click.echo(f"{user.email} is {role} of {org_slug}")
 

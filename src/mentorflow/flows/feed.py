@@ -69,6 +69,7 @@ _NOT_DATA = (
     "occurred_at",
     "distinct_id",
     "memory_container",
+    "external_user_id",
 )
 _CURSOR_TEXT = re.compile(r"^(0|[1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,18})$")
 _MAX_KEY = 2**63 - 1
@@ -156,7 +157,11 @@ def read_events(
             _events.c.type,
             _events.c.created_at,
             _events.c.session_id,
-            _sessions.c.external_user_id,
+            # A learner's own events (learner.state_changed) have no session: their payload
+            # names the learner.
+            sa.func.coalesce(
+                _sessions.c.external_user_id, payload["external_user_id"].as_string()
+            ).label("external_user_id"),
             payload["flow"].as_string().label("flow"),
             payload["flow_version"].as_integer().label("flow_version"),
             payload["step_id"].as_string().label("step_id"),
@@ -174,7 +179,15 @@ def read_events(
     if types:
         stmt = stmt.where(_events.c.type.in_(types))
     if learner is not None:
-        stmt = stmt.where(_sessions.c.external_user_id == learner)
+        stmt = stmt.where(
+            sa.or_(
+                _sessions.c.external_user_id == learner,
+                sa.and_(
+                    _events.c.session_id.is_(None),
+                    payload["external_user_id"].as_string() == learner,
+                ),
+            )
+        )
     if flow is not None:
         flow_ids = sa.select(Flow.id).where(Flow.org_id == org_id, Flow.slug == flow)
         stmt = stmt.where(_sessions.c.flow_id.in_(flow_ids))

@@ -377,7 +377,8 @@ def announce_change(
 ) -> None:
     """Push the session's new version to its open streams once the transaction commits."""
     announce_after_commit(
-        Change(session.org_id, session.flow_id, session.id, session.version), transaction
+        Change(session.org_id, session.flow_id, session.id, session.version, session.learner_id),
+        transaction,
     )
 
 

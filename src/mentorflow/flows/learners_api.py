@@ -23,6 +23,7 @@ from mentorflow.platform.db import begin_write
 from mentorflow.platform.errors import Blueprint, abort
 from mentorflow.platform.extensions import db
 from mentorflow.platform.openapi import problems, security
+from mentorflow.tenants import audit
 from mentorflow.tenants.credentials import CredentialKind, require
 from mentorflow.tenants.scoping import scope_blueprint_to_org
 from mentorflow.tenants.tenancy import current_org
@@ -90,7 +91,15 @@ class LearnerTokens(MethodView):
         require(SECRET)
         begin_write(db.session)
         learner = _load_learner(ext)
-        learners.revoke_learner_tokens(learner)
+        count = learners.revoke_learner_tokens(learner)
+        audit.record(
+            current_org.id,
+            "learner_tokens.revoked",
+            # The learner's row id, not the org's user id: nothing personal stays in the
+            # trail once the learner is erased.
+            f"learner:#{learner.id}",
+            after={"tokens_revoked": count},
+        )
         db.session.commit()
         return None
 
@@ -150,5 +159,6 @@ class SessionTokens(MethodView):
         if found is None:
             abort(404, message=f"No session '{session_id}'.")
         token = learners.issue_session_token(session_id)
+        audit.record(current_org.id, "session_token.replaced", f"session:{session_id}")
         db.session.commit()
         return {"token": token}

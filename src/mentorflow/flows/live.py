@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
+from mentorflow.flows.learner_state import STATE_KEY_PREFIX, read_state_versions
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.extensions import db
 from mentorflow.platform.push import Change, Subscription, current_hub
@@ -20,9 +21,13 @@ RECONNECT_MS = 2000
 
 
 def read_changes(
-    session_ids: set[str], flows: set[tuple[int, int]], since: datetime
+    session_ids: set[str],
+    flows: set[tuple[int, int]],
+    since: datetime,
+    learner_ids: set[int] | None = None,
 ) -> list[Change]:
-    """Return the versions of ``session_ids`` and of ``flows``' sessions updated since ``since``."""
+    """Return the versions of ``session_ids``, of ``flows``' sessions updated since ``since``,
+    and of ``learner_ids``' states and sessions updated since then."""
     conditions: list[Any] = []
     ids = sorted(session_ids)
     for start in range(0, len(ids), 500):
@@ -35,18 +40,33 @@ def read_changes(
                 LearnerSession.updated_at >= since,
             )
         )
-    if not conditions:
-        return []
-    rows = db.session.execute(
-        sa.select(
-            LearnerSession.org_id,
-            LearnerSession.flow_id,
-            LearnerSession.id,
-            LearnerSession.version,
-        ).where(sa.or_(*conditions))
-    ).all()
+    learners = sorted(learner_ids or ())
+    for start in range(0, len(learners), 500):
+        conditions.append(
+            sa.and_(
+                LearnerSession.learner_id.in_(learners[start : start + 500]),
+                LearnerSession.updated_at >= since,
+            )
+        )
+    changes = [
+        Change(org_id, 0, f"{STATE_KEY_PREFIX}{learner_id}", version, learner_id)
+        for org_id, learner_id, version in read_state_versions(set(learners))
+    ]
+    if conditions:
+        rows = db.session.execute(
+            sa.select(
+                LearnerSession.org_id,
+                LearnerSession.flow_id,
+                LearnerSession.id,
+                LearnerSession.version,
+                LearnerSession.learner_id,
+            ).where(sa.or_(*conditions))
+        ).all()
+        changes += [
+            Change(row.org_id, row.flow_id, row.id, row.version, row.learner_id) for row in rows
+        ]
     db.session.close()
-    return [Change(row.org_id, row.flow_id, row.id, row.version) for row in rows]
+    return changes
 
 
 def session_exists(org_id: int, session_id: str) -> bool:

@@ -37,6 +37,8 @@ class EventType(enum.StrEnum):
     SESSION_ABANDONED = "session.abandoned"
     STEP_REOPENED = "step.reopened"
     MESSAGE_CREATED = "message.created"
+    SESSION_CLAIMED = "session.claimed"
+    LEARNER_STATE_CHANGED = "learner.state_changed"
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -52,11 +52,14 @@ class Change:
     flow_id: int
     session_id: str
     version: int
+    #: The learner whose session (or, keyed ``learner:<id>``, whose own state) changed.
+    learner_id: int | None = None
 
 
-#: Reads the current versions of ``session_ids`` and of the sessions of ``flows`` ((org id,
-#: flow id) pairs) updated since the given time. The flows package provides it.
-VersionReader = Callable[[set[str], set[tuple[int, int]], datetime], list[Change]]
+#: Reads the current versions of ``session_ids``, of the sessions of ``flows`` ((org id,
+#: flow id) pairs) updated since the given time, and of ``learner_ids``' states and sessions
+#: updated since then. The flows package provides it.
+VersionReader = Callable[[set[str], set[tuple[int, int]], datetime, set[int]], list[Change]]
 
 
 @dataclass(eq=False)
@@ -65,13 +68,16 @@ class Subscription:
 
     session_ids: frozenset[str]
     flows: frozenset[tuple[int, int]]
+    learner_ids: frozenset[int] = frozenset()
     _latest: dict[str, Change] = field(default_factory=dict)
     _resync: bool = False
     _ready: threading.Condition = field(default_factory=threading.Condition)
 
     def wants(self, change: Change) -> bool:
-        return change.session_id in self.session_ids or (change.org_id, change.flow_id) in (
-            self.flows
+        return (
+            change.session_id in self.session_ids
+            or (change.org_id, change.flow_id) in self.flows
+            or (change.learner_id is not None and change.learner_id in self.learner_ids)
         )
 
     def offer(self, change: Change) -> None:
@@ -117,9 +123,14 @@ class Hub:
         return "redis" if self._redis_url else "poll"
 
     def subscribe(
-        self, session_ids: Iterable[str] = (), flows: Iterable[tuple[int, int]] = ()
+        self,
+        session_ids: Iterable[str] = (),
+        flows: Iterable[tuple[int, int]] = (),
+        learner_ids: Iterable[int] = (),
     ) -> Subscription:
-        subscription = Subscription(frozenset(session_ids), frozenset(flows))
+        subscription = Subscription(
+            frozenset(session_ids), frozenset(flows), frozenset(learner_ids)
+        )
         with self._lock:
             self._subscriptions.add(subscription)
             self._start("listen" if self._redis_url else "poll")
@@ -218,10 +229,13 @@ class Hub:
                 continue
             session_ids = set().union(*(s.session_ids for s in subscriptions))
             flows = set().union(*(s.flows for s in subscriptions))
+            learner_ids = set().union(*(s.learner_ids for s in subscriptions))
             started = utcnow()
             try:
                 with self._app.app_context():
-                    changes = self._reader(session_ids, flows, since - FLOW_POLL_OVERLAP)
+                    changes = self._reader(
+                        session_ids, flows, since - FLOW_POLL_OVERLAP, learner_ids
+                    )
             except Exception:
                 log.exception("push poll failed; retrying next tick")
                 continue
@@ -230,14 +244,18 @@ class Hub:
 
 
 def _encode(change: Change) -> str:
-    return json.dumps([change.org_id, change.flow_id, change.session_id, change.version])
+    fields = [change.org_id, change.flow_id, change.session_id, change.version]
+    if change.learner_id is not None:
+        fields.append(change.learner_id)
+    return json.dumps(fields)
 
 
 def _decode(data: Any) -> Change | None:
     try:
-        org_id, flow_id, session_id, version = json.loads(data)
-        return Change(int(org_id), int(flow_id), str(session_id), int(version))
-    except (TypeError, ValueError):
+        org_id, flow_id, session_id, version, *rest = json.loads(data)
+        learner_id = int(rest[0]) if rest and rest[0] is not None else None
+        return Change(int(org_id), int(flow_id), str(session_id), int(version), learner_id)
+    except (TypeError, ValueError, IndexError):
         return None
 
 

@@ -14,6 +14,7 @@ from mentorflow.admin.access import ConsoleView, requires, seat
 from mentorflow.admin.settings.base import lock_org
 from mentorflow.delivery.integrations import integration_status
 from mentorflow.platform.extensions import db
+from mentorflow.tenants import audit
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.analytics import analytics_answers, set_analytics_answers
 from mentorflow.tenants.models import Org, Role
@@ -104,7 +105,15 @@ class GeneralPages(ConsoleView):
         if not form.validate_on_submit():
             return self._general_page(origins_form=form, status=422)
         org = lock_org()
+        before = org.allowed_origins
         tenant_services.update_org_settings(org, allowed_origins=form.origins)
+        audit.record(
+            org.id,
+            "settings.origins_changed",
+            f"org:{org.slug}",
+            before={"allowed_origins": before},
+            after={"allowed_origins": org.allowed_origins},
+        )
         db.session.commit()
         count = len(org.allowed_origins)
         flash(
@@ -125,7 +134,15 @@ class GeneralPages(ConsoleView):
         if not form.validate_on_submit():
             return self._general_page(abandonment_form=form, status=422)
         org = lock_org()
+        before = org.settings.get("abandon_after")
         tenant_services.update_org_settings(org, abandon_after=form.seconds)
+        audit.record(
+            org.id,
+            "settings.abandonment_changed",
+            f"org:{org.slug}",
+            before={"abandon_after": before},
+            after={"abandon_after": form.seconds},
+        )
         db.session.commit()
         flash(
             f"Sessions idle for {format_duration(form.seconds)} are now marked abandoned.",

@@ -18,6 +18,7 @@ from mentorflow.delivery.integrations import integration_status, send_test_event
 from mentorflow.delivery.sinks import DeliveryFailed, SinkType, sink_types
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbound import OutboundRefused, check_url
+from mentorflow.tenants import audit
 from mentorflow.tenants.models import Role
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,17 @@ class IntegrationPages(ConsoleView):
             url=url,
             send_answers=bool(form.send_answers.data) if sink == "posthog" else None,
         )
+        audit.record(
+            org.id,
+            "integration.changed",
+            f"integration:{sink}",
+            before={"url": own.get("url"), "send_answers": own.get("send_answers")},
+            after={
+                "url": url or own.get("url"),
+                "key_replaced": bool(api_key),
+                "send_answers": bool(form.send_answers.data) if sink == "posthog" else None,
+            },
+        )
         db.session.commit()
         log.info(
             "integration %s of org %s changed by %s (key %s)",
@@ -116,7 +128,15 @@ class IntegrationPages(ConsoleView):
     def clear_integration(self, sink: str) -> Any:
         integration = self._integration(sink)
         org = lock_org()
+        before = (org.settings.get("integrations") or {}).get(sink) or {}
         set_integration(org, sink, current_app.config, clear=True)
+        audit.record(
+            org.id,
+            "integration.cleared",
+            f"integration:{sink}",
+            before={"url": before.get("url"), "own_key": bool(before.get("api_key_encrypted"))},
+            after={"url": None, "own_key": False},
+        )
         db.session.commit()
         log.info("integration %s of org %s cleared by %s", sink, org.slug, seat().user.email)
         flash(

@@ -14,6 +14,7 @@ from wtforms import SelectChoice, SelectField
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
 from mentorflow.admin.settings.base import lock_org, no_store
 from mentorflow.platform.extensions import db
+from mentorflow.tenants import audit
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import ApiKey, KeyKind, Role
 
@@ -59,6 +60,7 @@ class KeyPages(ConsoleView):
             return self._keys_page(form, 422)
         org = lock_org()
         key, secret = tenant_services.create_api_key(org, KeyKind(form.kind.data))
+        audit.record(org.id, "key.created", f"key:{key.prefix}", after={"kind": str(key.kind)})
         db.session.commit()
         log.info(
             "API key %s… (%s) created in org %s by %s",
@@ -85,6 +87,13 @@ class KeyPages(ConsoleView):
             db.session.rollback()
             flash(f"Not revoked: {exc}.", "danger")
             return redirect(self.get_url(".keys"))
+        audit.record(
+            org.id,
+            "key.revoked",
+            f"key:{key.prefix}",
+            before={"kind": str(key.kind), "revoked": False},
+            after={"kind": str(key.kind), "revoked": True},
+        )
         db.session.commit()
         log.info("API key %s… revoked in org %s by %s", key.prefix, org.slug, seat().user.email)
         flash(f"Revoked {key.prefix}…: requests with it now get 401.", "success")

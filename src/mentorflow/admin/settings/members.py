@@ -21,6 +21,7 @@ from mentorflow.platform.crypto import hash_secret
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.ratelimit import throttle
+from mentorflow.tenants import audit
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.accounts import create_invited_staff, find_staff
 from mentorflow.tenants.invitations import (
@@ -157,6 +158,12 @@ class MemberPages(ConsoleView):
             return self._members_page(form, 422)
         digest = hash_secret(token)
         invitation = pending_invitations(org)[digest]
+        audit.record(
+            org.id,
+            "invitation.created",
+            f"invitation:{fingerprint(digest)}",
+            after={"email": invitation["email"], "role": invitation["role"]},
+        )
         db.session.commit()
         # The token after "#": browsers never send a fragment, so it sits in no access log.
         link = f"{url_for('invite.index', _external=True)}#{token}"
@@ -186,6 +193,12 @@ class MemberPages(ConsoleView):
             invitation = withdraw_invitation(org, digest)
         except KeyError:
             abort(404)
+        audit.record(
+            org.id,
+            "invitation.cancelled",
+            f"invitation:{fingerprint(digest)}",
+            before={"email": invitation["email"], "role": invitation["role"]},
+        )
         db.session.commit()
         flash(
             f"Cancelled the invitation of {invitation['email']}; its link no longer works.", "info"
@@ -201,6 +214,7 @@ class MemberPages(ConsoleView):
             return redirect(self.get_url(".members"))
         lock_org()
         member = _member(user_id)
+        before_role = str(member.role)
         try:
             set_member_role(member, Role(form.role.data), actor_role=seat().role)
         except NotAllowed as exc:
@@ -210,6 +224,13 @@ class MemberPages(ConsoleView):
             flash(str(exc), "danger")
             return redirect(self.get_url(".members"))
         email = member.user.email
+        audit.record(
+            member.org_id,
+            "member.role_changed",
+            f"member:{email}",
+            before={"role": before_role},
+            after={"role": str(member.role)},
+        )
         db.session.commit()
         flash(f"{email} is now {form.role.data}.", "success")
         if not seat().can(Role.ADMIN):  # admins who stepped down can't see members any more
@@ -222,6 +243,7 @@ class MemberPages(ConsoleView):
         lock_org()
         member = _member(user_id)
         email, org_name = member.user.email, member.org.name
+        seat_org_id, before_role = member.org_id, str(member.role)
         try:
             remove_membership(member, actor_role=seat().role)
         except NotAllowed as exc:
@@ -230,6 +252,7 @@ class MemberPages(ConsoleView):
             db.session.rollback()
             flash(str(exc), "danger")
             return redirect(self.get_url(".members"))
+        audit.record(seat_org_id, "member.removed", f"member:{email}", before={"role": before_role})
         db.session.commit()
         flash(f"Removed {email} from {org_name}.", "success")
         if user_id == current_user.staff.id:
@@ -329,6 +352,13 @@ class InvitationView(BaseView):
                 raise tenant_services.TenantError("signed in as another account")
             member = accept_invitation(org, digest, user)
             role, org_id, org_name = member.role, org.id, org.name
+            audit.record(
+                org_id,
+                "member.joined",
+                f"member:{user.email}",
+                after={"role": str(role), "invitation": fingerprint(digest)},
+                actor=user.email,
+            )
             db.session.commit()
         except (tenant_services.TenantError, sa.exc.IntegrityError):
             # The account was created (or deleted) since the form was shown: show it again.

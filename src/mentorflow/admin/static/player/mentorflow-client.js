@@ -213,16 +213,64 @@ export class MentorflowClient {
 
   /**
    * Start a session on the flow's published version; the token in the answer is shown once.
+   * With a learner token (``token``, lt_…) it starts as that learner; with ``resume: true``
+   * it answers 200 with their active session of the flow, if any (and no new token).
    * @param {string} flow
-   * @param {{name?: string, email?: string, phone?: string, external_user_id?: string}} [contact]
-   * @param {{idempotencyKey?: string}} [options]
+   * @param {{name?: string, email?: string, phone?: string, external_user_id?: string,
+   *   resume?: boolean}} [contact]
+   * @param {{idempotencyKey?: string, token?: string}} [options]
    * @returns {Promise<Result<SessionCreated>>}
    */
-  startSession(flow, contact = {}, { idempotencyKey } = {}) {
+  startSession(flow, contact = {}, { idempotencyKey, token } = {}) {
     return this.#call("POST", `/flows/${encodeURIComponent(flow)}/sessions`, {
-      token: this.key,
+      token: token ?? this.key,
       body: contact,
       idempotencyKey,
+    });
+  }
+
+  /**
+   * Make an anonymous session the signed-in learner's (claimSession): ``token`` is the
+   * learner's token (lt_…), ``sessionToken`` the session's own (st_…). 200 {session} also
+   * when the learner owned it already; 409 when it is another learner's.
+   * @param {string} sessionId
+   * @param {{token: string, sessionToken: string}} options
+   * @returns {Promise<Result<{session: Session}>>}
+   */
+  claimSession(sessionId, { token, sessionToken }) {
+    return this.#call("POST", sessionPath(sessionId, "/claim"), {
+      token,
+      headers: { "X-Session-Token": sessionToken },
+    });
+  }
+
+  /**
+   * Read a learner's own state (getLearnerState): {state, version}.
+   * @param {string} ext the org's user id
+   * @param {{token?: string, ifNoneMatch?: number}} [options]
+   * @returns {Promise<Result<{state: object, version: number}>>}
+   */
+  getLearnerState(ext, { token, ifNoneMatch } = {}) {
+    return this.#call("GET", `/learners/${encodeURIComponent(ext)}/state`, {
+      token: token ?? this.key,
+      ifNoneMatch,
+    });
+  }
+
+  /**
+   * Merge-patch a learner's state (patchLearnerState, RFC 7396: null removes a member), if
+   * it is still at version ``ifMatch``; a 412's problem carries the current state and version.
+   * @param {string} ext
+   * @param {object} patch
+   * @param {{token?: string, ifMatch: number}} options
+   * @returns {Promise<Result<{state: object, version: number}>>}
+   */
+  patchLearnerState(ext, patch, { token, ifMatch }) {
+    return this.#call("PATCH", `/learners/${encodeURIComponent(ext)}/state`, {
+      token: token ?? this.key,
+      body: patch,
+      ifMatch,
+      contentType: "application/merge-patch+json",
     });
   }
 
@@ -445,17 +493,22 @@ export class MentorflowClient {
    * @template T
    * @param {string} method
    * @param {string} path below the org's URL
-   * @param {{token: string, body?: object, idempotencyKey?: string, ifMatch?: number, ifNoneMatch?: number}} request
+   * @param {{token: string, body?: object, idempotencyKey?: string, ifMatch?: number,
+   *   ifNoneMatch?: number, headers?: Record<string, string>, contentType?: string}} request
    * @returns {Promise<Result<T>>}
    */
-  async #call(method, path, { token, body, idempotencyKey, ifMatch, ifNoneMatch }) {
+  async #call(
+    method,
+    path,
+    { token, body, idempotencyKey, ifMatch, ifNoneMatch, headers: extra, contentType },
+  ) {
     /** @type {Record<string, string>} */
-    const headers = { Accept: "application/json, application/problem+json" };
+    const headers = { Accept: "application/json, application/problem+json", ...(extra ?? {}) };
     if (token) headers.Authorization = `Bearer ${token}`;
     if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
     if (ifMatch !== undefined) headers["If-Match"] = `"${ifMatch}"`;
     if (ifNoneMatch) headers["If-None-Match"] = `"${ifNoneMatch}"`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (body !== undefined) headers["Content-Type"] = contentType ?? "application/json";
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.timeoutMs);
     try {

@@ -20,6 +20,8 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     flow: root.dataset.flow,
     key: root.dataset.key,
     baseUrl: root.dataset.baseUrl,
+    // Origins (besides this page's own) whose pages may hand the player a learner token.
+    allowedOrigins: (root.dataset.allowedOrigins || "").split(" ").filter(Boolean),
   };
   const STORAGE_KEY = `mentorflow.player:${config.org}:${config.flow}`;
   const REQUEST_TIMEOUT_MS = 20000;
@@ -56,6 +58,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
   let busy = false;
   let follower = null; // the session followed live (its stream, else polling)
   let shownVersion = 0; // the server version of the state on screen
+  let learnerToken = null; // lt_… handed over by the embedding page once the user signs in
 
   // ---- storage: only the session id and its token ----
 
@@ -378,7 +381,13 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
   async function startSession(start, form, slots, submit) {
     setBusy(form, submit, true, "Starting…");
     clearAlert();
-    const result = await client.startSession(config.flow, start.body, { idempotencyKey: start.key });
+    // Signed in: start as the learner, or land on their active session of this flow.
+    const asLearner = learnerToken !== null;
+    const body = asLearner ? { ...start.body, resume: true } : start.body;
+    const result = await client.startSession(config.flow, body, {
+      idempotencyKey: start.key,
+      token: learnerToken ?? undefined,
+    });
     setBusy(form, submit, false);
     if (result.network) {
       showAlert("We couldn't reach the server. Check your connection and try again.", () =>
@@ -387,7 +396,12 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     }
     if (result.ok) {
       pendingStart = null;
-      credentials = { session_id: result.data.session.id, token: result.data.token };
+      // A learner's token reads and advances all their sessions: it stands in for the
+      // session token, which a resumed session does not hand out again.
+      credentials = {
+        session_id: result.data.session.id,
+        token: asLearner ? learnerToken : result.data.token,
+      };
       saveCredentials(credentials);
       render(result.data, { focus: true });
       return;
@@ -1150,6 +1164,45 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     phone: buildPhone,
     contact: buildContact,
   };
+
+  // ---- signing in: the embedding page hands over a learner token ----
+
+  // The page's anonymous session becomes the learner's (claimSession), so nothing answered
+  // before signing in is lost; from then on the learner token reads and advances it.
+  async function signIn(token) {
+    if (typeof token !== "string" || !token.startsWith("lt_")) return;
+    learnerToken = token;
+    if (!credentials || credentials.token.startsWith("lt_")) return;
+    const result = await client.claimSession(credentials.session_id, {
+      token,
+      sessionToken: credentials.token,
+    });
+    if (result.ok) {
+      credentials = { session_id: credentials.session_id, token };
+      saveCredentials(credentials);
+      unfollow();
+      resume("Signed in: your answers are saved to your account.");
+      return;
+    }
+    if (result.status === 409) {
+      showStatus("This session belongs to another account; it stays on this device only.");
+      return;
+    }
+    if (result.network) showAlert("We couldn't reach the server to save your answers to your account.", () => signIn(token));
+  }
+
+  function trustedSender(event) {
+    if (event.source !== window.parent && event.source !== window) return false;
+    return event.origin === window.location.origin || config.allowedOrigins.includes(event.origin);
+  }
+
+  // From the embedding page: iframe.contentWindow.postMessage(
+  //   {type: "mentorflow:learner-token", token: "lt_…"}, playerOrigin)
+  window.addEventListener("message", (event) => {
+    const data = event.data;
+    if (!data || data.type !== "mentorflow:learner-token" || !trustedSender(event)) return;
+    signIn(data.token);
+  });
 
   // ---- start over: forgets this page's session, nothing on the server ----
 
