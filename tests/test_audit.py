@@ -50,6 +50,8 @@ NOT_AUDITED: dict[tuple[str, str], str] = {
     "step event records it)",
     ("POST", "/v1/orgs/<org>/sessions/<session_id>/steps/batch"): "learner-facing: answers",
     ("POST", "/v1/orgs/<org>/sessions/<session_id>/back"): "learner-facing: a back move",
+    ("POST", "/v1/orgs/<org>/sessions/<session_id>/messages"): "learner-facing: a message of "
+    "the session's conversation (a message.created event records it)",
     ("POST", "/v1/orgs/<org>/sessions/<session_id>/stream-tickets"): "learner-facing: a "
     "short-lived ticket to read a stream; changes nothing",
     ("POST", "/v1/orgs/<org>/sessions/<session_id>/claim"): "learner-facing: a learner "
@@ -232,6 +234,10 @@ AUDITED: dict[tuple[str, str], Recipe] = {
             w, "/admin/settings/general/origins", {"allowed_origins": "https://app.example"}
         ),
         "settings.origins_changed",
+    ),
+    ("POST", "/admin/settings/general/analytics"): Recipe(
+        lambda w: form(w, "/admin/settings/general/analytics", {"analytics_answers": "y"}),
+        "settings.analytics_changed",
     ),
     ("POST", "/admin/settings/general/abandonment"): Recipe(
         lambda w: form(w, "/admin/settings/general/abandonment", {"abandon_after": "1h"}),

@@ -157,7 +157,15 @@ class GeneralPages(ConsoleView):
         if not form.validate_on_submit():
             return self._general_page(status=422)
         org = lock_org()
+        before = analytics_answers(org.settings)
         set_analytics_answers(org, bool(form.analytics_answers.data))
+        audit.record(
+            org.id,
+            "settings.analytics_changed",
+            f"org:{org.slug}",
+            before={"analytics_answers": before},
+            after={"analytics_answers": bool(form.analytics_answers.data)},
+        )
         db.session.commit()
         flash(
             "PostHog now receives answers and message content."
