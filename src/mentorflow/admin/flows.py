@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,6 +12,7 @@ from flask import Response, flash, redirect, request
 from flask_admin import expose
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
+from mentorflow.admin.flow_editor import DraftEditing, draft_state, editor_settings, step_changes
 from mentorflow.flows import authoring
 from mentorflow.flows.analytics import sessions_per_flow
 from mentorflow.flows.document import (
@@ -44,21 +47,7 @@ def _load(text: str) -> tuple[dict[str, Any] | None, list[Any]]:
         return None, exc.errors
 
 
-def step_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
-    """Return step ids added, removed and changed between two definitions."""
-
-    def steps(definition: dict[str, Any]) -> dict[str, Any]:
-        return {s["id"]: s for phase in definition["phases"] for s in phase["steps"]}
-
-    before, after = steps(old), steps(new)
-    return {
-        "added": [sid for sid in after if sid not in before],
-        "removed": [sid for sid in before if sid not in after],
-        "changed": [sid for sid in after if sid in before and after[sid] != before[sid]],
-    }
-
-
-class FlowsView(ConsoleView):
+class FlowsView(DraftEditing, ConsoleView):
     """Flows of the current org."""
 
     def _flow(self, flow_id: int) -> Flow:
@@ -91,6 +80,8 @@ class FlowsView(ConsoleView):
     @requires(Role.MENTOR)
     def create(self) -> Any:
         text, errors = STARTER, []
+        if request.method == "POST" and "document" not in request.form:
+            return self._create_from_title(request.form.get("title", ""))
         if request.method == "POST":
             text = request.form.get("document", "")
             definition, errors = _load(text)
@@ -105,6 +96,28 @@ class FlowsView(ConsoleView):
         return self.render(
             "console/flows/edit.html", flow=None, text=text, errors=errors, revision=None
         )
+
+    def _create_from_title(self, title: str) -> Any:
+        title = " ".join(title.split())
+        base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "flow"
+        slug, n = base, 1
+        while authoring.find_flow(seat().org.id, slug) is not None:
+            n += 1
+            slug = f"{base}-{n}"
+        try:
+            definition = load_document(
+                STARTER.replace("slug: my-flow", f"slug: {slug}").replace(
+                    "title: My first flow", f"title: {json.dumps(title or 'My first flow')}"
+                )
+            )
+        except DocumentError as exc:
+            return self.render(
+                "console/flows/edit.html", flow=None, text=STARTER, errors=exc.errors, revision=None
+            )
+        flow, _ = authoring.save_draft(seat().org, definition)
+        db.session.commit()
+        flash(f"Created the draft of “{flow.title}”. Add phases and steps below.", "success")
+        return redirect(self.get_url(".edit", flow_id=flow.id))
 
     @expose("/<int:flow_id>", methods=["GET", "POST"])
     def edit(self, flow_id: int) -> Any:
@@ -145,6 +158,8 @@ class FlowsView(ConsoleView):
             errors=errors,
             revision=revision,
             versions=versions,
+            view="yaml" if errors or request.args.get("view") == "yaml" else "editor",
+            editor={"draft": draft_state(flow), **editor_settings()},
             draft_changed=flow.published_version is None
             or flow.published_version.checksum != checksum(flow.draft),
         )
