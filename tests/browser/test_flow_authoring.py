@@ -7,7 +7,7 @@ import subprocess
 
 import yaml
 from playwright.sync_api import Page, expect
-from test_console_in_browser import MENTORFLOW, demo_password, sign_in
+from test_console_in_browser import MENTORFLOW, answer, demo_password, sign_in
 
 SAVED = re.compile(r"All changes saved")
 
@@ -135,6 +135,27 @@ def test_a_mentor_builds_a_branching_flow_without_yaml(live_server, new_page, sc
     # The YAML view shows the same draft.
     page.get_by_role("tab", name="YAML (advanced)").click()
     expect(page.locator("#document")).to_contain_text("goto: phase-3-step-1")
+
+    # Try the draft: the player on a preview session, walked to the end, counted nowhere.
+    page.get_by_role("button", name="Try the draft").click()
+    expect(page.locator("#preview-banner")).to_contain_text("Preview of the draft.")
+    answer(page, "phase-1-step-1", fill="Needle & Co")
+    answer(page, "phase-1-step-2", choose="Fully booked")
+    answer(page, "phase-3-step-1", fill="That they leave")  # the branch skipped phase 2
+    screenshot(page, "preview")
+    answer(page, "phase-3-step-2")
+    expect(page.get_by_role("heading", name="You're all done")).to_be_visible()
+    screenshot(page, "preview-done")
+    preview_id = page.locator("#player").get_attribute("data-preview-session")
+    state = live_server.session(preview_id)["session"]
+    assert state["status"] == "completed"
+    assert state["answers"]["how-booked-are-you"] == "full"
+    status, feed = live_server.call("GET", "/v1/orgs/demo/events?limit=500", live_server.sk)
+    assert status == 200 and preview_id not in {e["session_id"] for e in feed["events"]}
+    page.get_by_role("link", name="Back to the editor").click()
+    flow_id = re.search(r"/admin/flows/(\d+)", page.url).group(1)
+    page.goto(live_server.url(f"/admin/analytics/?flow={flow_id}"))
+    expect(page.locator("#stat-started")).to_have_text("0")
 
 
 def test_a_second_mentors_concurrent_edit_is_shown_and_chosen(live_server, new_page, screenshot):

@@ -13,6 +13,7 @@ from flask_admin import expose
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
 from mentorflow.admin.flow_editor import DraftEditing, draft_state, editor_settings, step_changes
+from mentorflow.admin.flow_preview import DraftPreview
 from mentorflow.flows import authoring
 from mentorflow.flows.analytics import sessions_per_flow
 from mentorflow.flows.document import (
@@ -47,7 +48,7 @@ def _load(text: str) -> tuple[dict[str, Any] | None, list[Any]]:
         return None, exc.errors
 
 
-class FlowsView(DraftEditing, ConsoleView):
+class FlowsView(DraftEditing, DraftPreview, ConsoleView):
     """Flows of the current org."""
 
     def _flow(self, flow_id: int) -> Flow:

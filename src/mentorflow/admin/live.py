@@ -69,7 +69,9 @@ def room_entry(row: Any, session_url: str) -> dict[str, Any]:
 def room_steps(flow: Flow) -> list[dict[str, Any]]:
     """Return the steps of the flow's live version (else its newest), in order."""
     version_id = flow.published_version_id or db.session.scalar(
-        sa.select(sa.func.max(FlowVersion.id)).where(FlowVersion.flow_id == flow.id)
+        sa.select(sa.func.max(FlowVersion.id)).where(
+            FlowVersion.flow_id == flow.id, FlowVersion.preview.is_(False)
+        )
     )
     if version_id is None:
         return []

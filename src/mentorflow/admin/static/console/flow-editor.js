@@ -786,6 +786,8 @@
           revision = saved.data.revision;
           savedText = sent;
           setStatus("All changes saved (revision " + revision + ").");
+          var label = document.getElementById("draft-revision");
+          if (label) label.textContent = String(revision);
           var hidden = document.querySelector("input[name=draft_revision]");
           if (hidden) hidden.value = String(revision);
           var yaml = document.getElementById("document");
@@ -871,6 +873,19 @@
       });
     });
   });
+
+  var tryForm = document.getElementById("try-draft");
+  if (tryForm) {
+    tryForm.addEventListener("submit", function (event) {
+      if (!canEdit || !isDirty() || conflict) return;
+      event.preventDefault();
+      sync().then(function () {
+        if (isDirty() && !window.confirm("Your latest changes are not valid yet, so the preview shows the last saved draft. Go on?")) return;
+        savedText = JSON.stringify(doc);
+        tryForm.submit();
+      });
+    });
+  }
 
   window.mentorflowEditor = { flush: sync, isDirty: isDirty };
   build();

@@ -20,8 +20,14 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     flow: root.dataset.flow,
     key: root.dataset.key,
     baseUrl: root.dataset.baseUrl,
+    // "Try the draft": the console started a preview session and hands its id and token.
+    preview: root.dataset.previewSession
+      ? { session_id: root.dataset.previewSession, token: root.dataset.previewToken }
+      : null,
   };
-  const STORAGE_KEY = `mentorflow.player:${config.org}:${config.flow}`;
+  const STORAGE_KEY = config.preview
+    ? `mentorflow.preview:${config.preview.session_id}`
+    : `mentorflow.player:${config.org}:${config.flow}`;
   const REQUEST_TIMEOUT_MS = 20000;
   const NO_ANSWER_TYPES = new Set(["info", "video"]);
   const SCALE_BUTTONS_MAX = 11;
@@ -638,6 +644,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
   // ---- offline: a queue of answers, the next step worked out from the definition ----
 
   async function loadDefinition(session) {
+    if (config.preview) return; // a draft has no published definition to walk offline
     if (!session || (published && published.version === session.flow_version)) return;
     if (!navigator.onLine) return;
     const result = await client.getPublishedFlow(config.flow);
@@ -1099,7 +1106,8 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
 
   // ---- boot ----
 
-  credentials = loadCredentials();
+  credentials = loadCredentials() || config.preview;
+  if (config.preview) el.startOver.remove(); // the banner starts a preview again
   if (credentials) resume("");
   else showStart("");
 })();
