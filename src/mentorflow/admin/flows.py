@@ -13,6 +13,7 @@ from flask_admin import expose
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
 from mentorflow.admin.flow_editor import DraftEditing, draft_state, editor_settings, step_changes
+from mentorflow.admin.flow_migration import SessionMigration
 from mentorflow.admin.flow_preview import DraftPreview
 from mentorflow.flows import authoring
 from mentorflow.flows.analytics import sessions_per_flow
@@ -23,6 +24,7 @@ from mentorflow.flows.document import (
     dump_document,
     load_document,
 )
+from mentorflow.flows.migration import count_on_older_versions
 from mentorflow.flows.models import Flow, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
@@ -48,7 +50,7 @@ def _load(text: str) -> tuple[dict[str, Any] | None, list[Any]]:
         return None, exc.errors
 
 
-class FlowsView(DraftEditing, DraftPreview, ConsoleView):
+class FlowsView(DraftEditing, DraftPreview, SessionMigration, ConsoleView):
     """Flows of the current org."""
 
     def _flow(self, flow_id: int) -> Flow:
@@ -179,6 +181,9 @@ class FlowsView(DraftEditing, DraftPreview, ConsoleView):
             else f"Version {version.number} already has this content.",
             "success",
         )
+        if created and count_on_older_versions(flow, version):
+            # Active learners stay on their version unless the mentor chooses to move them.
+            return redirect(self.get_url(".migrate", flow_id=flow.id))
         return redirect(self.get_url(".edit", flow_id=flow.id))
 
     @expose("/<int:flow_id>/versions")
