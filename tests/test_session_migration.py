@@ -160,6 +160,7 @@ def test_the_job_moves_each_movable_session_with_an_event_and_a_history_entry(
         "phase-2-step-2",
         "phase-1-step-2",
     )
+    db.session.rollback()  # the feed shows what every open transaction has finished
     feed = sessions["cy"].client.get(
         f"/v1/orgs/{studio.slug}/sessions/{sessions['cy'].session_id}/events",
         headers={"Authorization": f"Bearer {studio.sk}"},
@@ -229,3 +230,43 @@ def test_viewers_and_other_orgs_cannot_move_sessions(client, studio, sessions, c
     assert viewer.post(f"/admin/flows/{flow.id}/migrate", {"version": "2"}).status_code == 403
     db.session.rollback()
     assert not db.session.scalar(sa.select(sa.func.count()).select_from(Job))
+
+
+def test_flow_push_migrate_reports_then_moves_with_a_progress_bar(
+    ctx, studio, sessions, tmp_path, monkeypatch
+):
+    from mentorflow.cli.flows import flow as flow_command
+    from mentorflow.worker import tasks
+
+    document = tmp_path / "v2.yaml"
+    document.write_text(yaml.safe_dump(version_2(), sort_keys=False))
+    runner = ctx.test_cli_runner()
+    args = ["push", studio.slug, str(document), "--publish"]
+
+    dry = runner.invoke(flow_command, [*args, "--migrate", "dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "published version 2" in dry.stdout
+    assert "4 active sessions on older versions: 3 can move to version 2, 1 stay pinned" in (
+        dry.stdout
+    )
+    assert re.search(r"pinned  \w+  Di  v1 phase-2-step-2: the answer to 'day-rate'", dry.stdout)
+    assert re.search(r"moves   \w+  Cy  v1 phase-2-step-2 -> phase-1-step-2", dry.stdout)
+    assert "(dry run: nothing moved" in dry.stdout
+    db.session.rollback()
+    assert {s.flow_version.number for s in db.session.scalars(sa.select(LearnerSession))} == {1}
+
+    # No worker in this test: the job runs where it is queued.
+    monkeypatch.setattr(tasks, "enqueue_job", jobs.run_job)
+    applied = runner.invoke(flow_command, [*args, "--migrate", "apply", "--timeout", "30"])
+    assert applied.exit_code == 0, applied.output
+    assert "version 2 already has this content" in applied.stdout
+    assert "moved 3 sessions to version 2; 1 stayed pinned" in applied.stdout
+    assert applied.stderr.startswith("job ")  # the progress bar (its label, off a terminal)
+    db.session.rollback()
+    numbers = sorted(s.flow_version.number for s in db.session.scalars(sa.select(LearnerSession)))
+    assert numbers == [1, 1, 2, 2, 2]  # Di and the completed session stay on v1
+
+    refused = runner.invoke(
+        flow_command, ["push", studio.slug, str(document), "--migrate", "apply"]
+    )
+    assert refused.exit_code != 0 and "add --publish" in refused.output
