@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 
 import yaml
@@ -39,6 +41,48 @@ def second_mentor(server) -> tuple[str, str]:
         capture_output=True,
     )
     return email, password
+
+
+def walk_api(server, name: str, answers: list[tuple[str, object]]) -> str:
+    """Start a session as a learner would (publishable key) and answer; return its id."""
+    status, body = server.call(
+        "POST", "/v1/orgs/demo/flows/pricing-check-up/sessions", server.pk, {"name": name}
+    )
+    assert status == 201, body
+    session_id, token = body["session"]["id"], body["token"]
+    for step_id, value in answers:
+        status, body = server.call(
+            "POST",
+            f"/v1/orgs/demo/sessions/{session_id}/steps",
+            token,
+            {"step_id": step_id, "answer": value},
+        )
+        assert status == 200, body
+    return session_id
+
+
+def start_worker(server) -> subprocess.Popen:
+    """A Celery worker for the server's jobs (the embedded broker in its instance folder)."""
+    log = (server.instance / "worker.log").open("ab")
+    process = subprocess.Popen(
+        [MENTORFLOW, "worker", "--concurrency", "1"],
+        env=server.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    return process
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def build_three_phase_flow(page: Page, server, title: str) -> str:
@@ -156,6 +200,62 @@ def test_a_mentor_builds_a_branching_flow_without_yaml(live_server, new_page, sc
     flow_id = re.search(r"/admin/flows/(\d+)", page.url).group(1)
     page.goto(live_server.url(f"/admin/analytics/?flow={flow_id}"))
     expect(page.locator("#stat-started")).to_have_text("0")
+
+    # Publish v1; four learners start it.
+    worker = start_worker(live_server)
+    try:
+        page.goto(live_server.url(f"/admin/flows/{flow_id}"))
+        page.locator("#notes").fill("first version")
+        page.locator("#publish").click()
+        expect(page.get_by_text("Published version 1.")).to_be_visible()
+        learners = {
+            "Ann": [("phase-1-step-1", "Ann's ink")],
+            "Ben": [("phase-1-step-1", "Ben's"), ("phase-1-step-2", "full")],
+            "Cat": [("phase-1-step-1", "Cat's"), ("phase-1-step-2", "gaps")],
+            "Dan": [],
+        }
+        ids = {name: walk_api(live_server, name, answers) for name, answers in learners.items()}
+        page.goto(live_server.url(f"/admin/analytics/?flow={flow_id}"))
+        expect(page.locator("#stat-started")).to_have_text("4")  # the preview is not counted
+
+        # v2 stores "Some gaps" as another value: Cat's answer no longer fits.
+        page.goto(live_server.url(f"/admin/flows/{flow_id}"))
+        select_step(page, "phase-1-step-2")
+        page.get_by_label("Value of option 2").fill("some-gaps")
+        wait_saved(page)
+        page.locator("#notes").fill("one option fewer")
+        page.locator("#publish").click()
+        dialog = page.locator("#migration-dialog")
+        expect(dialog).to_contain_text("Version 2 is published")
+        expect(page.locator("#active-count")).to_contain_text("4 active sessions")
+        page.locator("#check-migration").click()
+        expect(page.locator("#movable-count")).to_have_text("3 can move")
+        expect(page.locator("#pinned-count")).to_have_text("1 stay pinned")
+        expect(page.locator(f"tr[data-session-id='{ids['Cat']}']")).to_contain_text(
+            "the answer to 'how-booked-are-you' does not fit"
+        )
+        screenshot(page, "migration-dialog")
+        page.once("dialog", lambda confirm: confirm.accept())
+        page.locator("#move-sessions").click()
+        expect(page.locator("#migration-done")).to_contain_text(
+            "3 moved, 1 stayed pinned", timeout=60_000
+        )
+        expect(page.locator("tr[data-outcome='pinned']")).to_contain_text("Cat")
+        screenshot(page, "migration-done")
+    finally:
+        stop_worker(worker)
+    versions = {name: live_server.session(sid)["session"] for name, sid in ids.items()}
+    assert {name: state["flow_version"] for name, state in versions.items()} == {
+        "Ann": 2,
+        "Ben": 2,
+        "Cat": 1,
+        "Dan": 2,
+    }
+    assert versions["Ben"]["current_step_id"] == "phase-3-step-1"
+    status, history = live_server.call(
+        "GET", f"/v1/orgs/demo/sessions/{ids['Ben']}/events", live_server.sk
+    )
+    assert status == 200 and history["events"][-1]["type"] == "session.migrated"
 
 
 def test_a_second_mentors_concurrent_edit_is_shown_and_chosen(live_server, new_page, screenshot):
