@@ -827,8 +827,8 @@
     if (!items.length) items.push(h("li", { text: "changes outside the steps (titles, descriptions, order)" }));
     el.conflict.appendChild(h("ul", { class: "mb-2", id: "conflict-changes" }, items));
     el.conflict.appendChild(h("div", {},
-      button("Reload their version (discard mine)", reloadTheirs, { id: "conflict-reload", class: "btn btn-sm btn-outline-dark mr-2" }),
-      button("Overwrite with mine", overwrite, { id: "conflict-overwrite", class: "btn btn-sm btn-warning" })));
+      button("Reload their version (discard mine)", reloadTheirs, { id: "conflict-reload", class: "btn btn-sm btn-light mr-2" }),
+      button("Overwrite with mine", overwrite, { id: "conflict-overwrite", class: "btn btn-sm btn-danger" })));
     el.conflict.hidden = false;
     setStatus("Not saved: the draft changed elsewhere; choose below.", "error");
     el.conflict.scrollIntoView({ block: "nearest" });
