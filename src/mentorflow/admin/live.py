@@ -131,6 +131,7 @@ class LiveView(ConsoleView):
             .where(
                 LearnerSession.org_id == flow.org_id,
                 LearnerSession.flow_id == flow.id,
+                LearnerSession.preview.is_(False),
                 sa.or_(
                     LearnerSession.status == SessionStatus.ACTIVE,
                     sa.and_(
@@ -169,7 +170,9 @@ class LiveView(ConsoleView):
                 return []
             rows = db.session.execute(
                 sa.select(*_ROW).where(
-                    LearnerSession.org_id == org_id, LearnerSession.id.in_(fresh)
+                    LearnerSession.org_id == org_id,
+                    LearnerSession.id.in_(fresh),
+                    LearnerSession.preview.is_(False),
                 )
             ).all()
             events = []
