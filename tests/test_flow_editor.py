@@ -213,3 +213,25 @@ def test_another_orgs_mentor_gets_404_from_the_editor_endpoints(client, studio, 
     )
     saved = post_json(console, f"/admin/flows/{fid}/draft", {"document": document, "revision": 1})
     assert saved.status_code == 404
+
+
+def test_a_scale_step_may_name_its_ends(mentor):
+    fid = flow_id()
+    state = draft(mentor, fid)
+    document = copy.deepcopy(state["document"])
+    scale = {"id": "phase-2-step-3", "type": "scale", "key": "confidence", "prompt": "Sure?"}
+    scale.update(min_label="Not at all", max_label=5)
+    document["phases"][1]["steps"].append(scale)
+    body = post_json(mentor, f"/admin/flows/{fid}/validate", {"document": document}).get_json()
+    assert body["errors"] == [
+        {"path": "phases[1].steps[2].max_label", "message": "must be a string (put it in quotes)"}
+    ]
+    scale["max_label"] = "Completely"
+    saved = post_json(
+        mentor, f"/admin/flows/{fid}/draft", {"document": document, "revision": state["revision"]}
+    )
+    assert saved.status_code == 200
+    stored = saved.get_json()["document"]["phases"][1]["steps"][2]
+    assert (stored["min"], stored["max"]) == (1, 10)
+    assert (stored["min_label"], stored["max_label"]) == ("Not at all", "Completely")
+    assert "min_label: Not at all" in saved.get_json()["yaml"]

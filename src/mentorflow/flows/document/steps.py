@@ -39,7 +39,7 @@ _TYPE_FIELDS: dict[str, tuple[str, ...]] = {
     "text": ("max_length",),
     "long_text": ("max_length",),
     "number": ("min", "max"),
-    "scale": ("min", "max"),
+    "scale": ("min", "max", "min_label", "max_label"),
     "boolean": (),
     "email": (),
     "phone": (),
@@ -60,6 +60,8 @@ _STEP_FIELD_ORDER = (
     "max_length",
     "min",
     "max",
+    "min_label",
+    "max_label",
     "fields",
     "next",
 )

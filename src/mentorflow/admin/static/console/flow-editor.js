@@ -485,6 +485,11 @@
         h("div", { class: "col" }, group(low, numberInput(path + ".min", step.min, function (v) { setOrDelete(step, "min", v); }, { id: "step-min" }))),
         h("div", { class: "col" }, group(high, numberInput(path + ".max", step.max, function (v) { setOrDelete(step, "max", v); }, { id: "step-max" })))));
     }
+    if (step.type === "scale") {
+      nodes.push(h("div", { class: "form-row" },
+        h("div", { class: "col" }, group("Label of the lowest point (optional)", input(path + ".min_label", step.min_label, function (v) { setOrDelete(step, "min_label", v || undefined); }, { id: "step-min-label", placeholder: "e.g. Not at all" }))),
+        h("div", { class: "col" }, group("Label of the highest point (optional)", input(path + ".max_label", step.max_label, function (v) { setOrDelete(step, "max_label", v || undefined); }, { id: "step-max-label", placeholder: "e.g. Completely" })))));
+    }
     if (step.type === "contact") {
       var box = h("fieldset", { class: "mb-2", "data-path": path + ".fields" }, h("legend", { class: "small font-weight-bold mb-0", text: "Ask for" }));
       settings.contact_fields.forEach(function (name) {

@@ -974,7 +974,8 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
       row.append(h("label", { class: "scale-option" }, input, h("span", { text: String(value) })));
     }
     const ends = h("div", { class: "scale-ends", "aria-hidden": "true" },
-      h("span", { text: `${low} · least` }), h("span", { text: `most · ${high}` }));
+      h("span", { text: `${low} · ${step.min_label ?? "least"}` }),
+      h("span", { text: `${step.max_label ?? "most"} · ${high}` }));
     const node = fieldset(step, slots, row, () => inputs, { hint: optionalHint(step), extra: ends });
     return {
       node,
