@@ -278,3 +278,12 @@ def test_flow_push_migrate_reports_then_moves_with_a_progress_bar(
         flow_command, ["push", studio.slug, str(document), "--migrate", "apply"]
     )
     assert refused.exit_code != 0 and "add --publish" in refused.output
+
+
+def test_the_session_page_and_the_jobs_page_name_the_move(studio, sessions, mentor):
+    publish_v2(studio)
+    job = run_migration(studio)
+    page = mentor.get(f"/admin/sessions/{sessions['cy'].session_id}").get_data(as_text=True)
+    assert "moved to a newer version of the flow" in page
+    listing = mentor.get(f"/admin/jobs/{job.id}").get_data(as_text=True)
+    assert "Moving sessions of onboarding to v2" in listing
