@@ -197,6 +197,9 @@ def test_a_mentor_creates_a_flow_from_a_title_without_yaml(mentor):
     assert state["document"]["title"] == "Pricing check-up"
     again = mentor.post("/admin/flows/new", {"title": "Pricing check-up"})
     assert again.status_code == 302 and flow_id("pricing-check-up-2") is not None
+    nul = mentor.post("/admin/flows/new", {"title": "Bad \x00 title"})
+    assert nul.headers["Location"].endswith("/admin/flows/new")
+    assert flow_id("bad-title") is None
 
 
 def test_another_orgs_mentor_gets_404_from_the_editor_endpoints(client, studio, create_org):

@@ -28,6 +28,7 @@ from mentorflow.flows.migration import count_on_older_versions
 from mentorflow.flows.models import Flow, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.platform.text import text_problem
 from mentorflow.tenants.models import Role
 
 STARTER = """slug: my-flow
@@ -101,7 +102,11 @@ class FlowsView(DraftEditing, DraftPreview, SessionMigration, ConsoleView):
         )
 
     def _create_from_title(self, title: str) -> Any:
-        title = " ".join(title.split())
+        title = " ".join(title.split())[:200]
+        problem = text_problem(title)
+        if problem:
+            flash(f"The title cannot be stored: {problem}", "danger")
+            return redirect(self.get_url(".create"))
         base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "flow"
         slug, n = base, 1
         while authoring.find_flow(seat().org.id, slug) is not None:
