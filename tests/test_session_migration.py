@@ -183,6 +183,14 @@ def test_the_job_moves_each_movable_session_with_an_event_and_a_history_entry(
     after = cy_walker.answer("phase-1-step-2", "pro").json["session"]
     assert after["current_step_id"] == "phase-2-step-3"
 
+    # The job API reports it like any job.
+    status = bo.client.get(
+        f"/v1/orgs/{studio.slug}/jobs/{job.id}", headers={"Authorization": f"Bearer {studio.sk}"}
+    )
+    assert status.status_code == 200
+    assert status.json["kind"] == "migrate_sessions" and status.json["progress"] == 100
+    assert len(status.json["result"]["moved"]) == 3
+
     # Running it again moves nobody twice.
     again = run_migration(studio)
     assert again.result["moved"] == [] and len(again.result["pinned"]) == 1
