@@ -44,6 +44,10 @@ NOT_AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/admin/account"): "the staff member's own password, which belongs to no org",
     ("POST", "/admin/org/<slug>"): "chooses which org the console shows; changes nothing",
     ("POST", "/admin/settings/integrations/<sink>/test"): "sends a test event; no setting changes",
+    ("POST", "/admin/flows/<int:flow_id>/validate"): "checks a draft with the validator; "
+    "stores nothing",
+    ("POST", "/admin/flows/<int:flow_id>/try"): "a preview session of the draft for the staff "
+    "member: never counted or sent, deleted after a day; the org's flows are unchanged",
     ("POST", "/v1/orgs/<org>/flows/<flow>/sessions"): "learner-facing: a learner starts a "
     "session (an outbox event records it)",
     ("POST", "/v1/orgs/<org>/sessions/<session_id>/steps"): "learner-facing: an answer (a "
@@ -120,6 +124,20 @@ def world(ctx: Flask, create_org, publish_flow, learner) -> World:
 
 def form(world: World, url: str, data: dict[str, Any] | None = None, role: str = "admin"):
     return world.console(role).post(url, data or {})
+
+
+def autosave_draft(world: World) -> Any:
+    """The structured editor's autosave: the draft as JSON, made from its current revision."""
+    console = world.console("mentor")
+    state = console.get(f"/admin/flows/{world.flow_id}/draft.json").get_json()
+    document = state["document"]
+    document["title"] = "Onboarding, edited in the editor"
+    token = csrf_token(console.client, "/admin/")
+    return console.client.post(
+        f"/admin/flows/{world.flow_id}/draft",
+        json={"document": document, "revision": state["revision"]},
+        headers={"X-CSRFToken": token},
+    )
 
 
 def flow_document(title: str) -> str:
@@ -265,6 +283,14 @@ AUDITED: dict[tuple[str, str], Recipe] = {
         by="mentor",
     ),
     ("POST", "/admin/flows/<int:flow_id>"): Recipe(edit_draft, "flow.draft_saved", by="mentor"),
+    ("POST", "/admin/flows/<int:flow_id>/draft"): Recipe(
+        autosave_draft, "flow.draft_saved", by="mentor"
+    ),
+    ("POST", "/admin/flows/<int:flow_id>/migrate"): Recipe(
+        lambda w: form(w, f"/admin/flows/{w.flow_id}/migrate", {"version": "2"}, role="mentor"),
+        "flow.migration_started",
+        by="mentor",
+    ),
     ("POST", "/admin/flows/import"): Recipe(import_flow, "flow.imported", by="mentor"),
     ("POST", "/admin/flows/<int:flow_id>/publish"): Recipe(
         lambda w: form(w, f"/admin/flows/{w.flow_id}/publish", role="mentor"),

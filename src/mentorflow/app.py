@@ -63,11 +63,12 @@ def _init_worker(app: Flask) -> None:
     from mentorflow.flows.export import EXPORT_JOB
     from mentorflow.flows.export_api import init_job_starts
     from mentorflow.flows.legacy import LEGACY_IMPORT_JOB
+    from mentorflow.flows.migration import MIGRATION_JOB
     from mentorflow.jobs.runner import register_job_kinds
     from mentorflow.worker.celery_setup import celery_init_app
     from mentorflow.worker.tasks import enqueue_job
 
-    register_job_kinds(app, EXPORT_JOB, LEGACY_IMPORT_JOB)
+    register_job_kinds(app, EXPORT_JOB, LEGACY_IMPORT_JOB, MIGRATION_JOB)
     celery_init_app(app)
     init_job_starts(app, enqueue_job)
 

@@ -97,14 +97,14 @@ class DashboardView(ConsoleView, AdminIndexView):
         recent = db.session.execute(
             sa.select(LearnerSession, Flow.slug)
             .join(Flow, Flow.id == LearnerSession.flow_id)
-            .where(LearnerSession.org_id == org.id)
+            .where(LearnerSession.org_id == org.id, LearnerSession.preview.is_(False))
             .order_by(LearnerSession.updated_at.desc())
             .limit(10)
         ).all()
         counts = dict(
             db.session.execute(
                 sa.select(LearnerSession.status, sa.func.count())
-                .where(LearnerSession.org_id == org.id)
+                .where(LearnerSession.org_id == org.id, LearnerSession.preview.is_(False))
                 .group_by(LearnerSession.status)
             ).all()
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,6 +12,9 @@ from flask import Response, flash, redirect, request
 from flask_admin import expose
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
+from mentorflow.admin.flow_editor import DraftEditing, draft_state, editor_settings, step_changes
+from mentorflow.admin.flow_migration import SessionMigration
+from mentorflow.admin.flow_preview import DraftPreview
 from mentorflow.flows import authoring
 from mentorflow.flows.analytics import sessions_per_flow
 from mentorflow.flows.document import (
@@ -19,9 +24,11 @@ from mentorflow.flows.document import (
     dump_document,
     load_document,
 )
+from mentorflow.flows.migration import count_on_older_versions
 from mentorflow.flows.models import Flow, PublishLog
 from mentorflow.platform.db import utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.platform.text import text_problem
 from mentorflow.tenants import audit
 from mentorflow.tenants.models import Role
 
@@ -45,21 +52,7 @@ def _load(text: str) -> tuple[dict[str, Any] | None, list[Any]]:
         return None, exc.errors
 
 
-def step_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
-    """Return step ids added, removed and changed between two definitions."""
-
-    def steps(definition: dict[str, Any]) -> dict[str, Any]:
-        return {s["id"]: s for phase in definition["phases"] for s in phase["steps"]}
-
-    before, after = steps(old), steps(new)
-    return {
-        "added": [sid for sid in after if sid not in before],
-        "removed": [sid for sid in before if sid not in after],
-        "changed": [sid for sid in after if sid in before and after[sid] != before[sid]],
-    }
-
-
-class FlowsView(ConsoleView):
+class FlowsView(DraftEditing, DraftPreview, SessionMigration, ConsoleView):
     """Flows of the current org."""
 
     def _flow(self, flow_id: int) -> Flow:
@@ -92,6 +85,8 @@ class FlowsView(ConsoleView):
     @requires(Role.MENTOR)
     def create(self) -> Any:
         text, errors = STARTER, []
+        if request.method == "POST" and "document" not in request.form:
+            return self._create_from_title(request.form.get("title", ""))
         if request.method == "POST":
             text = request.form.get("document", "")
             definition, errors = _load(text)
@@ -112,6 +107,32 @@ class FlowsView(ConsoleView):
         return self.render(
             "console/flows/edit.html", flow=None, text=text, errors=errors, revision=None
         )
+
+    def _create_from_title(self, title: str) -> Any:
+        title = " ".join(title.split())[:200]
+        problem = text_problem(title)
+        if problem:
+            flash(f"The title cannot be stored: {problem}", "danger")
+            return redirect(self.get_url(".create"))
+        base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "flow"
+        slug, n = base, 1
+        while authoring.find_flow(seat().org.id, slug) is not None:
+            n += 1
+            slug = f"{base}-{n}"
+        try:
+            definition = load_document(
+                STARTER.replace("slug: my-flow", f"slug: {slug}").replace(
+                    "title: My first flow", f"title: {json.dumps(title or 'My first flow')}"
+                )
+            )
+        except DocumentError as exc:
+            return self.render(
+                "console/flows/edit.html", flow=None, text=STARTER, errors=exc.errors, revision=None
+            )
+        flow, _ = authoring.save_draft(seat().org, definition)
+        db.session.commit()
+        flash(f"Created the draft of “{flow.title}”. Add phases and steps below.", "success")
+        return redirect(self.get_url(".edit", flow_id=flow.id))
 
     @expose("/<int:flow_id>", methods=["GET", "POST"])
     def edit(self, flow_id: int) -> Any:
@@ -159,6 +180,8 @@ class FlowsView(ConsoleView):
             errors=errors,
             revision=revision,
             versions=versions,
+            view="yaml" if errors or request.args.get("view") == "yaml" else "editor",
+            editor={"draft": draft_state(flow), **editor_settings()},
             draft_changed=flow.published_version is None
             or flow.published_version.checksum != checksum(flow.draft),
         )
@@ -184,6 +207,9 @@ class FlowsView(ConsoleView):
             else f"Version {version.number} already has this content.",
             "success",
         )
+        if created and count_on_older_versions(flow, version):
+            # Active learners stay on their version unless the mentor chooses to move them.
+            return redirect(self.get_url(".migrate", flow_id=flow.id))
         return redirect(self.get_url(".edit", flow_id=flow.id))
 
     @expose("/<int:flow_id>/versions")

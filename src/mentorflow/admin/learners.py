@@ -67,7 +67,11 @@ def version_of(flow: Flow, number: int | None) -> FlowVersion | None:
     if not fits_integer(number):
         abort(404)
     version = db.session.scalars(
-        sa.select(FlowVersion).where(FlowVersion.flow_id == flow.id, FlowVersion.number == number)
+        sa.select(FlowVersion).where(
+            FlowVersion.flow_id == flow.id,
+            FlowVersion.number == number,
+            FlowVersion.preview.is_(False),
+        )
     ).first()
     if version is None:
         abort(404)

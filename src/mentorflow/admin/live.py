@@ -69,7 +69,9 @@ def room_entry(row: Any, session_url: str) -> dict[str, Any]:
 def room_steps(flow: Flow) -> list[dict[str, Any]]:
     """Return the steps of the flow's live version (else its newest), in order."""
     version_id = flow.published_version_id or db.session.scalar(
-        sa.select(sa.func.max(FlowVersion.id)).where(FlowVersion.flow_id == flow.id)
+        sa.select(sa.func.max(FlowVersion.id)).where(
+            FlowVersion.flow_id == flow.id, FlowVersion.preview.is_(False)
+        )
     )
     if version_id is None:
         return []
@@ -129,6 +131,7 @@ class LiveView(ConsoleView):
             .where(
                 LearnerSession.org_id == flow.org_id,
                 LearnerSession.flow_id == flow.id,
+                LearnerSession.preview.is_(False),
                 sa.or_(
                     LearnerSession.status == SessionStatus.ACTIVE,
                     sa.and_(
@@ -167,7 +170,9 @@ class LiveView(ConsoleView):
                 return []
             rows = db.session.execute(
                 sa.select(*_ROW).where(
-                    LearnerSession.org_id == org_id, LearnerSession.id.in_(fresh)
+                    LearnerSession.org_id == org_id,
+                    LearnerSession.id.in_(fresh),
+                    LearnerSession.preview.is_(False),
                 )
             ).all()
             events = []

@@ -115,7 +115,11 @@ class SessionsView(LearnerView):
     def index(self) -> Any:
         org = seat().org
         filters = SessionFilters.from_request()
-        base = filters.apply(sa.select(LearnerSession).where(LearnerSession.org_id == org.id))
+        base = filters.apply(
+            sa.select(LearnerSession).where(
+                LearnerSession.org_id == org.id, LearnerSession.preview.is_(False)
+            )
+        )
         total = db.session.scalar(sa.select(sa.func.count()).select_from(base.subquery())) or 0
         page, pages = requested_page(total)
         sessions = db.session.scalars(

@@ -209,7 +209,7 @@ def sessions_per_flow(org_id: int) -> dict[int, int]:
     return dict(
         db.session.execute(
             sa.select(LearnerSession.flow_id, sa.func.count())
-            .where(LearnerSession.org_id == org_id)
+            .where(LearnerSession.org_id == org_id, LearnerSession.preview.is_(False))
             .group_by(LearnerSession.flow_id)
         ).all()
     )
@@ -247,7 +247,11 @@ def cohort_conditions(
     end: datetime | None,
 ) -> list[Any]:
     """Return the WHERE clauses of the sessions a funnel counts."""
-    conditions = [LearnerSession.org_id == org_id, LearnerSession.flow_id == flow.id]
+    conditions = [
+        LearnerSession.org_id == org_id,
+        LearnerSession.flow_id == flow.id,
+        LearnerSession.preview.is_(False),
+    ]
     if version is not None:
         conditions.append(LearnerSession.flow_version_id == version.id)
     if start is not None:

@@ -76,7 +76,7 @@ def latest_version(flow: Flow) -> FlowVersion | None:
     """Return the highest-numbered version of ``flow``."""
     return db.session.scalars(
         sa.select(FlowVersion)
-        .where(FlowVersion.flow_id == flow.id)
+        .where(FlowVersion.flow_id == flow.id, FlowVersion.preview.is_(False))
         .order_by(FlowVersion.number.desc())
         .limit(1)
     ).first()
@@ -119,7 +119,9 @@ def get_version(flow: Flow, number: int | None = None) -> FlowVersion:
     if fits_integer(number):
         version = db.session.scalars(
             sa.select(FlowVersion).where(
-                FlowVersion.flow_id == flow.id, FlowVersion.number == number
+                FlowVersion.flow_id == flow.id,
+                FlowVersion.number == number,
+                FlowVersion.preview.is_(False),
             )
         ).first()
     if version is None:
@@ -134,7 +136,7 @@ def flow_versions(flow: Flow | None) -> list[FlowVersion]:
     return list(
         db.session.scalars(
             sa.select(FlowVersion)
-            .where(FlowVersion.flow_id == flow.id)
+            .where(FlowVersion.flow_id == flow.id, FlowVersion.preview.is_(False))
             .order_by(FlowVersion.number.desc())
         ).all()
     )
@@ -184,6 +186,8 @@ class VersionInfo:
     flow_slug: str
     checksum: str
     engine: CompiledFlow
+    #: A draft snapshot for "Try the draft": its sessions emit no events.
+    preview: bool = False
 
 
 _versions: OrderedDict[tuple[int, str], VersionInfo] = OrderedDict()
@@ -197,7 +201,7 @@ def version_info(version_id: int, checksum: str) -> VersionInfo:
     info = _versions.get(key)
     if info is None:
         row = db.session.execute(
-            sa.select(FlowVersion.number, FlowVersion.definition, Flow.slug)
+            sa.select(FlowVersion.number, FlowVersion.definition, FlowVersion.preview, Flow.slug)
             .join(Flow, Flow.id == FlowVersion.flow_id)
             .where(FlowVersion.id == version_id)
         ).one()
@@ -207,6 +211,7 @@ def version_info(version_id: int, checksum: str) -> VersionInfo:
             flow_slug=row.slug,
             checksum=checksum,
             engine=CompiledFlow(row.definition),
+            preview=row.preview,
         )
         _versions[key] = info
         if len(_versions) > _COMPILED_CACHE_SIZE:

@@ -118,16 +118,22 @@ def post_message(
             .values(last_activity_at=message["created_at"])
         )
     view = message_view(message)
-    emit_event(
-        org.id,
-        EventType.MESSAGE_CREATED,
-        message_event_payload(
+    # emit_event drops a preview session's events: a staff member trying a draft.
+    payload = (
+        {"preview": True}
+        if session.flow_version.preview
+        else message_event_payload(
             org.slug,
             session,
             session.flow_version.flow_slug,
             session.flow_version.number,
             view,
-        ),
+        )
+    )
+    emit_event(
+        org.id,
+        EventType.MESSAGE_CREATED,
+        payload,
         session_id=session.id,
         transaction=transaction,
     )

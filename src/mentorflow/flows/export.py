@@ -61,7 +61,7 @@ def answer_columns(flow_id: int) -> list[str]:
     keys: dict[str, None] = {}
     versions = db.session.scalars(
         sa.select(FlowVersion.definition)
-        .where(FlowVersion.flow_id == flow_id)
+        .where(FlowVersion.flow_id == flow_id, FlowVersion.preview.is_(False))
         .order_by(FlowVersion.number)
     ).all()
     for definition in versions:
@@ -116,7 +116,9 @@ def export_sessions(job: Job, report: runner.Progress) -> dict[str, Any]:
     flow_id = job.params["flow_id"]
     columns = answer_columns(flow_id)
     base = sa.select(LearnerSession).where(
-        LearnerSession.org_id == job.org_id, LearnerSession.flow_id == flow_id
+        LearnerSession.org_id == job.org_id,
+        LearnerSession.flow_id == flow_id,
+        LearnerSession.preview.is_(False),
     )
     total = db.session.scalar(sa.select(sa.func.count()).select_from(base.subquery())) or 0
     numbers = dict(

@@ -467,6 +467,8 @@ def _event_payload(
         flow_slug, number = session.flow_version.flow_slug, session.flow_version.number
     else:
         flow_slug, number = session.flow.slug, session.flow_version.number
+    if session.flow_version.preview:
+        return {"preview": True}  # emit_event drops a preview session's events
     return {
         "org": org.slug,
         "session_id": session.id,

@@ -49,6 +49,9 @@ class FlowVersion(db.Model):
     published_by: Mapped[str | None] = mapped_column(sa.String(320))
     published_at: Mapped[datetime] = mapped_column(default=utcnow)
     notes: Mapped[str | None] = mapped_column(sa.Text)
+    #: A snapshot of the draft for "Try the draft" (numbered below zero): never listed,
+    #: published or counted; deleted with its preview sessions (``flows.preview``).
+    preview: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     flow: Mapped[Flow] = relationship(foreign_keys=[flow_id])
 
@@ -113,6 +116,9 @@ class LearnerSession(db.Model):
     # the import's bookkeeping (see mentorflow.flows.legacy).
     legacy_id: Mapped[str | None] = mapped_column(sa.String(200))
     legacy_context: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    #: A staff member trying a draft: no outbox events, never in analytics, funnels or
+    #: exports, deleted after a day (``flows.preview``).
+    preview: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     org = relationship("Org")
     flow: Mapped[Flow] = relationship()
@@ -159,6 +165,8 @@ class LearnerToken(db.Model):
 class EventKind(enum.StrEnum):
     ANSWERED = "answered"
     BACK = "back"
+    #: Moved to a newer version of its flow by a publish (``flows.migration``).
+    MIGRATED = "migrated"
 
 
 class StepEvent(db.Model):

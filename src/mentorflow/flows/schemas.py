@@ -172,7 +172,8 @@ STEP_DESCRIPTIONS = {
     "text": "A short text of at most `max_length` characters. Answer: `TextAnswer`.",
     "long_text": "A long text of at most `max_length` characters. Answer: `TextAnswer`.",
     "number": "A number from `min` to `max` (each if set). Answer: `NumberAnswer`.",
-    "scale": "A whole number from `min` to `max`. Answer: `ScaleAnswer`.",
+    "scale": "A whole number from `min` to `max`, whose ends may be named by `min_label` and "
+    "`max_label`. Answer: `ScaleAnswer`.",
     "boolean": "Yes or no. Answer: `BooleanAnswer`.",
     "email": "An email address. Answer: `EmailAnswer`.",
     "phone": "A phone number. Answer: `PhoneAnswer`.",
@@ -211,6 +212,12 @@ def _type_fields(step_type: str) -> dict[str, fields.Field]:
         return {
             "min": fields.Integer(required=True, metadata={"description": f"Default {low}."}),
             "max": fields.Integer(required=True, metadata={"description": f"Default {high}."}),
+            "min_label": fields.String(
+                metadata={"description": 'What the lowest point means ("Not at all").'}
+            ),
+            "max_label": fields.String(
+                metadata={"description": 'What the highest point means ("Completely").'}
+            ),
         }
     if step_type == "contact":
         return {

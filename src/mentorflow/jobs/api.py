@@ -41,7 +41,8 @@ class JobSchema(ma.Schema):
         },
     )
     kind = fields.String(
-        required=True, metadata={"description": "export_sessions or legacy_import"}
+        required=True,
+        metadata={"description": "export_sessions, legacy_import or migrate_sessions"},
     )
     status = fields.String(
         required=True, validate=validate.OneOf([str(status) for status in JobStatus])
@@ -55,7 +56,8 @@ class JobSchema(ma.Schema):
         metadata={
             "type": "object",
             "description": "What the job produced once completed (an export: rows, columns, "
-            "file, raw_file, flow); null before",
+            "file, raw_file, flow; a migration: version, moved and pinned, each a list of "
+            "{session_id, learner, from_version, from_step_id, to_step_id, reason}); null before",
         },
     )
     error = fields.String(required=True, allow_none=True)

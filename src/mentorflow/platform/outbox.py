@@ -39,6 +39,7 @@ class EventType(enum.StrEnum):
     MESSAGE_CREATED = "message.created"
     SESSION_CLAIMED = "session.claimed"
     LEARNER_STATE_CHANGED = "learner.state_changed"
+    SESSION_MIGRATED = "session.migrated"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -191,9 +192,15 @@ def emit_event(
     transaction: WriteTransaction | None = None,
 ) -> uuid.UUID:
     """Add an outbox event and a pending delivery per configured sink to this transaction
-    (``transaction``, else the ORM session's)."""
+    (``transaction``, else the ORM session's).
+
+    A preview session's event (``payload["preview"]``, a staff member trying a draft) is
+    dropped: no row, no delivery, nothing in the feed.
+    """
     now = utcnow()
     event_id = uuid.uuid4()
+    if payload.get("preview"):
+        return event_id
     # Pre-built inserts on the driver's cursor: this runs on every step commit, where the
     # ORM's unit of work would cost more than the statements themselves.
     connection = connection_for(transaction)

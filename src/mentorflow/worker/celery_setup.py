@@ -39,6 +39,10 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, Any]]:
             "task": "mentorflow.worker.tasks.prune_idempotency_keys",
             "schedule": timedelta(hours=1),
         },
+        "delete-expired-previews": {
+            "task": "mentorflow.worker.tasks.delete_expired_previews",
+            "schedule": timedelta(hours=1),
+        },
         "purge-expired-exports": {
             "task": "mentorflow.worker.tasks.purge_expired_exports",
             "schedule": timedelta(hours=1),

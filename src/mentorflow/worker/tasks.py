@@ -10,7 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
 from mentorflow.delivery import services as delivery
-from mentorflow.flows import learner_sessions
+from mentorflow.flows import learner_sessions, preview
 from mentorflow.jobs import runner as jobs
 from mentorflow.platform import idempotency
 from mentorflow.platform.db import begin_write
@@ -73,6 +73,15 @@ def prune_idempotency_keys() -> int:
     """Delete idempotency keys past their 24 h retention."""
     begin_write(db.session)
     count = idempotency.prune_expired()
+    db.session.commit()
+    return count
+
+
+@shared_task(name="mentorflow.worker.tasks.delete_expired_previews")
+def delete_expired_previews() -> int:
+    """Delete "Try the draft" sessions after a day, and preview versions nobody uses."""
+    begin_write(db.session)
+    count = preview.delete_expired_previews()
     db.session.commit()
     return count
 

@@ -296,6 +296,10 @@ class _Validator(_RuleChecker):
                 step.out["min"], step.out["max"] = low, high
             else:
                 self.error(f"{path}.min", f"must be less than max ({high})")
+        for name in ("min_label", "max_label"):
+            label = self.take(raw, path, name, required=False)
+            if label is not MISSING and self.string(label, f"{path}.{name}") is not MISSING:
+                step.out[name] = label
 
     def extras_boolean(self, raw: dict, path: str, step: _Step) -> None:
         pass

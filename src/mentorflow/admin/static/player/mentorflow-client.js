@@ -78,7 +78,7 @@
  *   max_selected?: number}} MultiChoiceStep
  */
 /** @typedef {StepBase & {type: "text" | "long_text", max_length?: number}} TextStep */
-/** @typedef {StepBase & {type: "number" | "scale", min?: number | null, max?: number | null}} NumberStep */
+/** @typedef {StepBase & {type: "number" | "scale", min?: number | null, max?: number | null, min_label?: string, max_label?: string}} NumberStep */
 /** @typedef {StepBase & {type: "boolean" | "email" | "phone"}} PlainStep */
 /** @typedef {StepBase & {type: "contact", fields?: ContactField[]}} ContactStep */
 

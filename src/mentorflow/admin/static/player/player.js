@@ -22,8 +22,14 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
     baseUrl: root.dataset.baseUrl,
     // Origins (besides this page's own) whose pages may hand the player a learner token.
     allowedOrigins: (root.dataset.allowedOrigins || "").split(" ").filter(Boolean),
+    // "Try the draft": the console started a preview session and hands its id and token.
+    preview: root.dataset.previewSession
+      ? { session_id: root.dataset.previewSession, token: root.dataset.previewToken }
+      : null,
   };
-  const STORAGE_KEY = `mentorflow.player:${config.org}:${config.flow}`;
+  const STORAGE_KEY = config.preview
+    ? `mentorflow.preview:${config.preview.session_id}`
+    : `mentorflow.player:${config.org}:${config.flow}`;
   const REQUEST_TIMEOUT_MS = 20000;
   const NO_ANSWER_TYPES = new Set(["info", "video"]);
   const SCALE_BUTTONS_MAX = 11;
@@ -725,6 +731,7 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
   // ---- offline: a queue of answers, the next step worked out from the definition ----
 
   async function loadDefinition(session) {
+    if (config.preview) return; // a draft has no published definition to walk offline
     if (!session || (published && published.version === session.flow_version)) return;
     if (!navigator.onLine) return;
     const result = await client.getPublishedFlow(config.flow);
@@ -1054,7 +1061,8 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
       row.append(h("label", { class: "scale-option" }, input, h("span", { text: String(value) })));
     }
     const ends = h("div", { class: "scale-ends", "aria-hidden": "true" },
-      h("span", { text: `${low} · least` }), h("span", { text: `most · ${high}` }));
+      h("span", { text: `${low} · ${step.min_label ?? "least"}` }),
+      h("span", { text: `${step.max_label ?? "most"} · ${high}` }));
     const node = fieldset(step, slots, row, () => inputs, { hint: optionalHint(step), extra: ends });
     return {
       node,
@@ -1225,7 +1233,8 @@ import { MentorflowClient, newIdempotencyKey } from "./mentorflow-client.js";
 
   // ---- boot ----
 
-  credentials = loadCredentials();
+  credentials = loadCredentials() || config.preview;
+  if (config.preview) el.startOver.remove(); // the banner starts a preview again
   if (credentials) resume("");
   else showStart("");
 })();
