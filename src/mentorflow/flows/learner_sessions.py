@@ -24,7 +24,8 @@ from mentorflow.flows.models import (
 from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
-from mentorflow.platform.outbox import EventType, WriteTransaction, connection_for, emit_event
+from mentorflow.platform.idempotency import RETENTION, IdempotencyKey, StoredResponse
+from mentorflow.platform.outbox import EventType, WriteTransaction, emit_event, write_in
 from mentorflow.platform.push import Change, announce_after_commit
 from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX, session_token_expired
 from mentorflow.tenants.models import Org
@@ -181,10 +182,31 @@ def _session_query(*, for_update: bool) -> sa.Select:
     return stmt.with_for_update(of=LearnerSession) if for_update else stmt
 
 
+def _session_and_stored_query() -> sa.Select:
+    """The session's row, locked, with the response stored for an Idempotency-Key if any."""
+    stored = sa.and_(
+        IdempotencyKey.org_id == LearnerSession.org_id,
+        IdempotencyKey.session_id == LearnerSession.id,
+        IdempotencyKey.key == sa.bindparam("key"),
+        IdempotencyKey.created_at > sa.bindparam("since"),
+    )
+    return (
+        _session_query(for_update=False)
+        .add_columns(
+            IdempotencyKey.request_hash.label("stored_request_hash"),
+            IdempotencyKey.status_code.label("stored_status_code"),
+            IdempotencyKey.response_body.label("stored_response_body"),
+        )
+        .outerjoin(IdempotencyKey, stored)
+        .with_for_update(of=LearnerSession)
+    )
+
+
 # Built once: the hot path runs these on the driver's cursor of its write transaction's
 # connection (``DriverStatement``), bypassing the ORM and SQLAlchemy's per-execution work.
 _FIND_SESSION = DriverStatement(_session_query(for_update=False))
 _LOCK_SESSION = DriverStatement(_session_query(for_update=True))
+_LOCK_SESSION_AND_STORED = DriverStatement(_session_and_stored_query())
 _UPDATE_SESSION = DriverStatement(
     LearnerSession.__table__.update().where(
         LearnerSession.__table__.c.id == sa.bindparam("session_id")
@@ -232,6 +254,31 @@ def lock_session(
     """Return the org's session, its row locked until the transaction ends."""
     params = {"session_id": session_id, "org_id": org_id}
     return _record(_LOCK_SESSION.first(connection or db.session.connection(), params))
+
+
+def lock_session_and_stored(
+    org_id: int, session_id: str, key: str, connection: sa.Connection
+) -> tuple[SessionRecord | None, StoredResponse | None]:
+    """Lock the org's session as :func:`lock_session` and read the response stored for
+    Idempotency-Key ``key``, in one statement.
+
+    The stored response is as of the statement's start: one committed by a request that held
+    the lock meanwhile is not in it (see ``idempotency.KeyStoredConcurrently``).
+    """
+    params = {
+        "session_id": session_id,
+        "org_id": org_id,
+        "key": key,
+        "since": utcnow() - RETENTION,
+    }
+    row = _LOCK_SESSION_AND_STORED.first(connection, params)
+    if row is None:
+        return None, None
+    request_hash = row.pop("stored_request_hash")
+    status_code = row.pop("stored_status_code")
+    body = row.pop("stored_response_body")
+    stored = None if request_hash is None else StoredResponse(request_hash, status_code, body)
+    return _record(row), stored
 
 
 def find_session(
@@ -299,7 +346,7 @@ def commit_step(
     session.status = SessionStatus.ACTIVE if next_step_id else SessionStatus.COMPLETED
     session.completed_at = None if next_step_id else now
     _save_move(
-        connection_for(transaction),
+        transaction,
         org,
         session,
         now,
@@ -354,7 +401,7 @@ def go_back(
     session.current_step_id = step_id
     session.status = SessionStatus.ACTIVE
     _save_move(
-        connection_for(transaction),
+        transaction,
         org,
         session,
         now,
@@ -411,7 +458,7 @@ def public_definition(definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save_move(
-    connection: sa.Connection,
+    transaction: WriteTransaction | None,
     org: Org,
     session: SessionRecord,
     now: datetime,
@@ -427,8 +474,9 @@ def _save_move(
         session.status = SessionStatus.ACTIVE
     session.version += 1
     session.updated_at = now
-    _UPDATE_SESSION.execute(
-        connection,
+    write_in(
+        transaction,
+        _UPDATE_SESSION,
         {
             "session_id": session.id,
             "answers": session.answers,
@@ -443,8 +491,9 @@ def _save_move(
             "last_activity_at": now,
         },
     )
-    _INSERT_STEP_EVENT.execute(
-        connection,
+    write_in(
+        transaction,
+        _INSERT_STEP_EVENT,
         {
             "session_id": session.id,
             "seq": seq,
