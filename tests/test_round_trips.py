@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy import event
 
-from mentorflow.flows import learner_sessions
+from mentorflow.flows import session_locks
 from mentorflow.flows.models import EventKind, StepEvent
 from mentorflow.platform.extensions import db
 
@@ -160,7 +160,7 @@ def test_a_key_committed_while_waiting_for_the_lock_is_replayed_not_applied_twic
     walker.start("onboarding")
     first = walker.answer("phase-1-step-1", None, Idempotency_Key="click")
     assert walker.back("phase-1-step-1").status_code == 200
-    real = learner_sessions.lock_session_and_stored
+    real = session_locks.lock_session_and_stored
     reads = []
 
     def snapshot_before_the_first_commit(*args, **kwargs):
@@ -168,9 +168,7 @@ def test_a_key_committed_while_waiting_for_the_lock_is_replayed_not_applied_twic
         reads.append(stored)
         return session, (None if len(reads) == 1 else stored)
 
-    monkeypatch.setattr(
-        learner_sessions, "lock_session_and_stored", snapshot_before_the_first_commit
-    )
+    monkeypatch.setattr(session_locks, "lock_session_and_stored", snapshot_before_the_first_commit)
     again = walker.answer("phase-1-step-1", None, Idempotency_Key="click")
     assert len(reads) == 2  # rolled back once, then replayed
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"

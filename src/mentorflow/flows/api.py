@@ -10,7 +10,7 @@ from typing import Any
 from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
 
-from mentorflow.flows import authoring, learner_sessions, learners
+from mentorflow.flows import authoring, learner_sessions, learners, session_locks
 from mentorflow.flows import examples as ex
 from mentorflow.flows import learner_examples as lx
 from mentorflow.flows.engine import AnswerError
@@ -90,7 +90,7 @@ def _load_session_and_stored(
     session, stored = None, None
     if SESSION_ID.match(session_id):
         if transaction and key is not None:
-            session, stored = learner_sessions.lock_session_and_stored(
+            session, stored = session_locks.lock_session_and_stored(
                 current_org.id, session_id, key, transaction.connection
             )
         elif transaction:

@@ -24,7 +24,6 @@ from mentorflow.flows.models import (
 from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
-from mentorflow.platform.idempotency import RETENTION, IdempotencyKey, StoredResponse
 from mentorflow.platform.outbox import EventType, WriteTransaction, emit_event, write_in
 from mentorflow.platform.push import Change, announce_after_commit
 from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX, session_token_expired
@@ -170,7 +169,9 @@ class SessionRecord:
     flow_version: VersionInfo
 
 
-def _session_query(*, for_update: bool) -> sa.Select:
+def session_query(*, for_update: bool) -> sa.Select:
+    """Select a session's columns and its version's checksum, by ``session_id`` and
+    ``org_id``."""
     stmt = (
         sa.select(*_SESSION_COLUMNS, FlowVersion.checksum)
         .join(FlowVersion, FlowVersion.id == LearnerSession.flow_version_id)
@@ -182,31 +183,10 @@ def _session_query(*, for_update: bool) -> sa.Select:
     return stmt.with_for_update(of=LearnerSession) if for_update else stmt
 
 
-def _session_and_stored_query() -> sa.Select:
-    """The session's row, locked, with the response stored for an Idempotency-Key if any."""
-    stored = sa.and_(
-        IdempotencyKey.org_id == LearnerSession.org_id,
-        IdempotencyKey.session_id == LearnerSession.id,
-        IdempotencyKey.key == sa.bindparam("key"),
-        IdempotencyKey.created_at > sa.bindparam("since"),
-    )
-    return (
-        _session_query(for_update=False)
-        .add_columns(
-            IdempotencyKey.request_hash.label("stored_request_hash"),
-            IdempotencyKey.status_code.label("stored_status_code"),
-            IdempotencyKey.response_body.label("stored_response_body"),
-        )
-        .outerjoin(IdempotencyKey, stored)
-        .with_for_update(of=LearnerSession)
-    )
-
-
 # Built once: the hot path runs these on the driver's cursor of its write transaction's
 # connection (``DriverStatement``), bypassing the ORM and SQLAlchemy's per-execution work.
-_FIND_SESSION = DriverStatement(_session_query(for_update=False))
-_LOCK_SESSION = DriverStatement(_session_query(for_update=True))
-_LOCK_SESSION_AND_STORED = DriverStatement(_session_and_stored_query())
+_FIND_SESSION = DriverStatement(session_query(for_update=False))
+_LOCK_SESSION = DriverStatement(session_query(for_update=True))
 _UPDATE_SESSION = DriverStatement(
     LearnerSession.__table__.update().where(
         LearnerSession.__table__.c.id == sa.bindparam("session_id")
@@ -240,7 +220,8 @@ _INSERT_STEP_EVENT = DriverStatement(
 )
 
 
-def _record(row: dict[str, Any] | None) -> SessionRecord | None:
+def record_of_row(row: dict[str, Any] | None) -> SessionRecord | None:
+    """Return the record of a row of :func:`session_query` (consumed), or None."""
     if row is None:
         return None
     checksum = row.pop("checksum")
@@ -253,32 +234,7 @@ def lock_session(
 ) -> SessionRecord | None:
     """Return the org's session, its row locked until the transaction ends."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(_LOCK_SESSION.first(connection or db.session.connection(), params))
-
-
-def lock_session_and_stored(
-    org_id: int, session_id: str, key: str, connection: sa.Connection
-) -> tuple[SessionRecord | None, StoredResponse | None]:
-    """Lock the org's session as :func:`lock_session` and read the response stored for
-    Idempotency-Key ``key``, in one statement.
-
-    The stored response is as of the statement's start: one committed by a request that held
-    the lock meanwhile is not in it (see ``idempotency.KeyStoredConcurrently``).
-    """
-    params = {
-        "session_id": session_id,
-        "org_id": org_id,
-        "key": key,
-        "since": utcnow() - RETENTION,
-    }
-    row = _LOCK_SESSION_AND_STORED.first(connection, params)
-    if row is None:
-        return None, None
-    request_hash = row.pop("stored_request_hash")
-    status_code = row.pop("stored_status_code")
-    body = row.pop("stored_response_body")
-    stored = None if request_hash is None else StoredResponse(request_hash, status_code, body)
-    return _record(row), stored
+    return record_of_row(_LOCK_SESSION.first(connection or db.session.connection(), params))
 
 
 def find_session(
@@ -286,7 +242,7 @@ def find_session(
 ) -> SessionRecord | None:
     """Return the org's session."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(_FIND_SESSION.first(connection or db.session.connection(), params))
+    return record_of_row(_FIND_SESSION.first(connection or db.session.connection(), params))
 
 
 def find_sessions(*conditions: Any, order_by: list[Any], limit: int) -> list[SessionRecord]:
@@ -298,7 +254,7 @@ def find_sessions(*conditions: Any, order_by: list[Any], limit: int) -> list[Ses
         .order_by(*order_by)
         .limit(limit)
     )
-    return [_record(dict(row)) for row in db.session.execute(stmt).mappings()]  # type: ignore[misc]
+    return [record_of_row(dict(row)) for row in db.session.execute(stmt).mappings()]  # type: ignore[misc]
 
 
 def session_record(session: LearnerSession) -> SessionRecord:
