@@ -241,15 +241,18 @@ class _Watchdog:
     start per sink call)."""
 
     def __init__(self) -> None:
+        self._reset()
+        # A forked worker starts with no watchdog thread, and a lock the parent may have held.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._heap: list[tuple[float, int, Deadline]] = []
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._pid = 0
 
     def watch(self, call: Deadline) -> None:
         with self._condition:
-            if self._thread is None or self._pid != os.getpid():  # none yet, or forked
-                self._heap, self._pid = [], os.getpid()
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="outbound-deadlines", daemon=True
                 )
