@@ -8,7 +8,10 @@ conditional GET (304), on PostgreSQL:
 - instructions per request, from valgrind's callgrind: the same script runs three times
   under it (setup only; setup + N steps; setup + N GETs), in-process through the WSGI app
   (Flask's test client), and the setup run is subtracted. The wake-up of the workers after a
-  commit is left out (under valgrind its thread sends a message per request).
+  commit is left out (under valgrind its thread sends a message per request). With
+  ``MENTORFLOW_PROFILE_FLOORS=1``, also the floors of bench/floor.py (minimal step,
+  same statements, 304) the same way. Only the client process's instructions count: the
+  PostgreSQL server's work is not in them.
 
 ``MENTORFLOW_BENCH_DATABASE_URL`` as for ``make bench`` (``_profile`` is appended).
 """
@@ -73,8 +76,8 @@ def setup() -> tuple[object, list[tuple[str, str]]]:
     return app, pairs
 
 
-def walker(app, pairs):
-    """Yield a function that answers the next step of the next session, forever."""
+def walker(app, pairs, prefix="/v1"):
+    """Return an iterator of responses, each answering the next step of a session."""
     client = app.test_client()
     answers = ["a", 42, "a short honest answer", True]
     sessions = iter(pairs)
@@ -85,7 +88,7 @@ def walker(app, pairs):
             for step in range(STEPS):
                 body = {"step_id": f"phase-1-step-{step + 1}", "answer": answers[step % 4]}
                 yield client.post(
-                    f"/v1/orgs/bench/sessions/{session_id}/steps",
+                    f"{prefix}/orgs/bench/sessions/{session_id}/steps",
                     json=body,
                     headers={
                         "Authorization": f"Bearer {token}",
@@ -96,13 +99,13 @@ def walker(app, pairs):
     return steps()
 
 
-def getter(app, pairs):
+def getter(app, pairs, prefix="/v1"):
     client = app.test_client()
     session_id, token = pairs[-1]
 
     def get():
         return client.get(
-            f"/v1/orgs/bench/sessions/{session_id}",
+            f"{prefix}/orgs/bench/sessions/{session_id}",
             headers={"Authorization": f"Bearer {token}", "If-None-Match": '"1"'},
         )
 
@@ -119,7 +122,17 @@ def recreate() -> None:
 def run(mode: str) -> None:
     """One process's work: setup, warm-up, then ``REQUESTS`` requests of ``mode``."""
     app, pairs = setup()
-    steps, get = walker(app, pairs), getter(app, pairs)
+    if mode.startswith("floor"):
+        # The bare app of bench/floor.py on the same database: its steps, its 304.
+        os.environ["FLOOR_DATABASE_URL"] = PG_URL
+        from bench import floor
+
+        app = floor.app
+        prefix = "/same" if mode == "floor-same" else ""
+        steps, get = walker(app, pairs, prefix), getter(app, pairs, "")
+        mode = "get" if mode == "floor-get" else "post"
+    else:
+        steps, get = walker(app, pairs), getter(app, pairs)
     for _ in range(WARM):
         assert next(steps).status_code == 200
         assert get().status_code == 304
@@ -170,10 +183,10 @@ def round_trips() -> dict[str, float]:
     return counts
 
 
-def instructions() -> dict[str, float]:
+def instructions(modes: tuple[str, ...] = ("post", "get")) -> dict[str, float]:
     """Instructions per request under callgrind (the setup run subtracted)."""
     totals = {}
-    for mode in ("none", "post", "get"):
+    for mode in ("none", *modes):
         recreate()
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "callgrind.out"
@@ -192,17 +205,19 @@ def instructions() -> dict[str, float]:
                 env={**os.environ, "PYTHONHASHSEED": "0"},
             )
             totals[mode] = int(re.search(r"^totals: (\d+)", out.read_text(), re.M).group(1))
-    return {mode: (totals[mode] - totals["none"]) / REQUESTS for mode in ("post", "get")}
+    return {mode: (totals[mode] - totals["none"]) / REQUESTS for mode in modes}
 
 
 def main() -> None:
     trips = round_trips()
     print(f"round trips per request: POST …/steps {trips['post']:.2f}, 304 GET {trips['get']:.2f}")
     if os.environ.get("MENTORFLOW_PROFILE_CALLGRIND", "1") != "0":
-        counts = instructions()
+        floors = os.environ.get("MENTORFLOW_PROFILE_FLOORS") == "1"
+        modes = ("post", "get", "floor-post", "floor-same", "floor-get") if floors else ()
+        counts = instructions(modes or ("post", "get"))
         print(
-            f"instructions per request (callgrind): POST …/steps {counts['post'] / 1e6:.2f} M, "
-            f"304 GET {counts['get'] / 1e6:.2f} M"
+            "instructions per request (callgrind): "
+            + ", ".join(f"{mode} {count / 1e6:.2f} M" for mode, count in counts.items())
         )
 
 
