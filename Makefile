@@ -60,5 +60,5 @@ format: install
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache test-output clients/ts/node_modules
 
-bench: install ## benchmarks on PostgreSQL + Redis: step commits vs the floor, deliveries (bench/README.md)
+bench: install ## benchmarks on PostgreSQL + Redis: step commits vs floors outside the product, deliveries (bench/README.md)
 	$(BIN)/python bench/run.py

@@ -117,7 +117,7 @@ def run_streams() -> dict[str, Any]:
         }
     )
     # Fresh sessions per throughput measurement (each walks 20 steps).
-    measured = int(THROUGHPUT_SECONDS * 1500 / 20) + 50
+    measured = int(THROUGHPUT_SECONDS * 1500 / 20) + 50 + CONNECTIONS
     pairs = inst.seed(STREAMS + 2 * measured)
     streamed, before, during = (
         pairs[:STREAMS],
@@ -132,8 +132,11 @@ def run_streams() -> dict[str, Any]:
     ready, out, stop = context.Queue(), context.Queue(), context.Event()
     holder = None
     try:
-        measure_steps(port, before[:20], CONNECTIONS, "/v1", seconds=1)  # warm up, unmeasured
-        without = measure_steps(port, before[20:], CONNECTIONS, "/v1", seconds=THROUGHPUT_SECONDS)
+        # Warm up, unmeasured: a session per connection (wrk gives each thread its own).
+        measure_steps(port, before[:CONNECTIONS], CONNECTIONS, "/v1", seconds=1)
+        without = measure_steps(
+            port, before[CONNECTIONS:], CONNECTIONS, "/v1", seconds=THROUGHPUT_SECONDS
+        )
         holder = context.Process(target=_holder, args=(port, streamed, ready, stop, out))
         holder.start()
         opened, failed = ready.get(timeout=300)

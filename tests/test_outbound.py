@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -197,3 +198,86 @@ def test_a_host_dripping_its_reply_is_cut_at_the_deadline(dripper: Dripper, make
         assert failure is not None and failure.retryable
         assert "did not finish within the deadline" in failure.message
     assert dripper.requests == 1
+
+
+class KeepAliveHost:
+    """A host that keeps connections alive and counts them; once ``drip`` is set, it answers
+    one byte every 0.5 s."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.drip = threading.Event()
+        self.stopped = threading.Event()
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                host.connections += 1
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = (
+                    b'{"status": 1}'
+                    if self.path.startswith("/batch")
+                    else b'{"results": [], "count": 0, "failed": 0}'
+                )
+                if self.path.startswith("/ns/") and "batch" not in self.path:
+                    body = b'{"id": "x", "status": "queued"}'
+                head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                head += f"Content-Length: {len(body)}\r\n\r\n"
+                reply = head.encode() + body
+                if not host.drip.is_set():
+                    self.wfile.write(reply)
+                    return
+                for byte in reply:
+                    if host.stopped.wait(0.5):
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    "make_sink",
+    [
+        lambda url, policy: PostHogSink("phc_x", url, policy=policy),
+        lambda url, policy: MemorySink("sm_x", url, policy=policy),
+    ],
+    ids=["posthog", "memory"],
+)
+def test_calls_reuse_a_kept_connection_and_its_deadline_still_cuts_it(make_sink: Any):
+    # A connection per call cost a worker most of its deliveries per second; one kept alive
+    # must still be cut by the deadline of whichever call uses it.
+    host = KeepAliveHost()
+    try:
+        sink = make_sink(host.url, OutboundPolicy(timeout=1.5, allow_private=True))
+        for seq in range(1, 6):
+            assert sink.deliver(make_event(seq)) is None
+        assert host.connections == 1
+        host.drip.set()
+        started = time.monotonic()
+        with pytest.raises(DeliveryFailed) as failed:
+            sink.deliver(make_event(9))
+        assert time.monotonic() - started < 4
+        assert failed.value.retryable
+        assert host.connections == 1  # the dripping reply came on the kept connection
+    finally:
+        host.close()

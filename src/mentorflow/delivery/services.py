@@ -164,8 +164,8 @@ def group_claims(
     claims: list[Claim], sinks: SinkCache
 ) -> tuple[list[tuple[Sink, list[Claim]]], list[Outcome]]:
     """Return the sink calls ``claims`` make (claims that can share a call go together: one
-    PostHog batch per org, one Supermemory batch per memory container), and the outcomes of
-    the claims whose sink could not be built."""
+    call per sink and org, as each sink's ``batch_key`` says), and the outcomes of the claims
+    whose sink could not be built."""
     failed: list[Outcome] = []
     groups: dict[tuple[int, str], tuple[Sink, list[Claim]]] = {}
     for claim in claims:
@@ -354,8 +354,12 @@ def deliver_due(
                 release_claims([claim for call in stale for claim in call.payload])
             if dispatcher.idle() and time.monotonic() >= stop_claiming_at:
                 break
-            # Each call's outcome is recorded as soon as it returns.
-            for _, outcomes in dispatcher.wait(_POLL_SECONDS):
+            # The outcomes of every call that has returned, in one transaction: a commit
+            # waits for the disk, and one per call (a Supermemory call per container)
+            # capped a worker at a few hundred deliveries a second.
+            finished = dispatcher.wait(_POLL_SECONDS)
+            if finished:
+                outcomes = [outcome for _, returned in finished for outcome in returned]
                 total.add(record_outcomes(outcomes, max_attempts, config))
     finally:
         never_started = dispatcher.close()

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import json as stdlib_json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, json, request, url_for
 from flask.views import MethodView
 
-from mentorflow.flows import authoring, conversations, learner_sessions, learners
-from mentorflow.flows import conversation_examples as cx
+from mentorflow.flows import authoring, learner_sessions, learners, session_locks
 from mentorflow.flows import examples as ex
 from mentorflow.flows import learner_examples as lx
-from mentorflow.flows.conversation_schemas import ContextQuerySchema
 from mentorflow.flows.engine import AnswerError
 from mentorflow.flows.models import SessionStatus
 from mentorflow.flows.schemas import (
     BackSchema,
     PublishedFlowSchema,
     SessionConflictSchema,
-    SessionContextSchema,
     SessionCreatedSchema,
     SessionStateSchema,
     StartSessionSchema,
@@ -79,10 +77,22 @@ def _load_session(
 
     In a ``transaction``, the session's row is locked until it ends.
     """
+    return _load_session_and_stored(session_id, transaction, None)[0]
+
+
+def _load_session_and_stored(
+    session_id: str, transaction: WriteTransaction | None, key: str | None
+) -> tuple[learner_sessions.SessionRecord, idempotency.StoredResponse | None]:
+    """:func:`_load_session`, and with a ``key`` (in a ``transaction``) the response stored
+    for it, read by the same statement that locks the row."""
     credential = require(*SESSION_READERS)
-    session = None
+    session, stored = None, None
     if SESSION_ID.match(session_id):
-        if transaction:
+        if transaction and key is not None:
+            session, stored = session_locks.lock_session_and_stored(
+                current_org.id, session_id, key, transaction.connection
+            )
+        elif transaction:
             session = learner_sessions.lock_session(
                 current_org.id, session_id, transaction.connection
             )
@@ -101,7 +111,22 @@ def _load_session(
         session = None  # another learner's session is as absent as an unknown one
     if session is None:
         abort(404, message=f"No session '{session_id}'.")
-    return session
+    return session, stored
+
+
+def _in_one_statement(move: Callable[[WriteTransaction], Response]) -> Response:
+    """Run a step or back ``move`` in a write transaction whose writes go as one statement.
+
+    Once in a great while a request with the same Idempotency-Key commits while this one waits
+    for the lock, unseen by this one's snapshot: the write is rolled back and the move runs
+    again in a new transaction, which replays that request's response.
+    """
+    try:
+        with write_transaction(one_statement=True) as transaction:
+            return move(transaction)
+    except idempotency.KeyStoredConcurrently:
+        with write_transaction(one_statement=True) as transaction:
+            return move(transaction)
 
 
 def _state_response(body: dict[str, Any], status: int = 200, **headers: str) -> Response:
@@ -339,8 +364,11 @@ def _check_same_request(stored: idempotency.StoredResponse, fingerprint: str) ->
 def _replayed_move(session_id: str, key: str, fingerprint: str, connection: Any) -> Response | None:
     """Return the stored step or back response for ``key`` (422 if its body differed)."""
     stored = idempotency.find_stored(current_org.id, session_id, key, connection)
-    if stored is None:
-        return None
+    return None if stored is None else _replay(stored, fingerprint)
+
+
+def _replay(stored: idempotency.StoredResponse, fingerprint: str) -> Response:
+    """Return the stored step or back response (422 if its body differed)."""
     _check_same_request(stored, fingerprint)
     # Our own stored text, which may nest a level or two deeper than a request may.
     version = stdlib_json.loads(stored.response_body)["session"]["version"]
@@ -425,25 +453,30 @@ class SessionSteps(MethodView):
         """Answer the current step: saves the answer and the new position in one transaction."""
         key = _idempotency_key()
         # The response is built inside the transaction and leaves after its commit.
-        with write_transaction() as transaction:
-            return _answer_step(transaction, session_id, submission, key)
+        return _in_one_statement(
+            lambda transaction: _answer_step(transaction, session_id, submission, key)
+        )
 
 
 def _answer_step(
     transaction: WriteTransaction, session_id: str, submission: dict[str, Any], key: str | None
 ) -> Response:
     """Answer the step in ``transaction``: the new state, or the replayed first response."""
-    connection = transaction.connection
-    session = _load_session(session_id, transaction)
-    if key is not None:
-        fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
-        replay = _replayed_move(session_id, key, fingerprint, connection)
-        if replay is not None:
-            return replay
+    session, stored = _load_session_and_stored(session_id, transaction, key)
     stale_step = (
         submission["step_id"] != session.current_step_id
         or session.status == SessionStatus.COMPLETED
     )
+    if key is not None:
+        fingerprint = idempotency.request_fingerprint("POST", request.path, request.get_json())
+        if stored is None and stale_step:
+            # The lock may have been waited for: a request with this key that held it (the
+            # one that made the step stale) committed after the locking read's snapshot.
+            stored = idempotency.find_stored(
+                current_org.id, session_id, key, transaction.connection
+            )
+        if stored is not None:
+            return _replay(stored, fingerprint)
     # A stale step is a 409 carrying the state to re-render (commit_step raises it), even
     # when If-Match is stale too; 412 is for the right step at another version.
     if not stale_step:
@@ -463,7 +496,7 @@ def _answer_step(
     text = json.dumps(learner_sessions.session_state(current_org, session))
     if key is not None:
         idempotency.store_response(
-            current_org.id, session_id, key, fingerprint, 200, text, connection
+            current_org.id, session_id, key, fingerprint, 200, text, transaction=transaction
         )
     return _json_response(text, session.version)
 
@@ -515,8 +548,9 @@ class SessionBack(MethodView):
     def post(self, target: dict[str, Any], org: str, session_id: str) -> Any:
         """Go back to a step the session already completed; answers are kept."""
         key = _idempotency_key()
-        with write_transaction() as transaction:
-            return _go_back(transaction, session_id, target["step_id"], key)
+        return _in_one_statement(
+            lambda transaction: _go_back(transaction, session_id, target["step_id"], key)
+        )
 
 
 def _go_back(
@@ -544,22 +578,6 @@ def _go_back(
     text = json.dumps(learner_sessions.session_state(current_org, session))
     if key is not None:
         idempotency.store_response(
-            current_org.id, session_id, key, fingerprint, 200, text, transaction.connection
+            current_org.id, session_id, key, fingerprint, 200, text, transaction=transaction
         )
     return _json_response(text, session.version)
-
-
-@blp.route("/sessions/<session_id>/context")
-class SessionContext(MethodView):
-    @blp.doc(operationId="getSessionContext", security=security(*SESSION_READERS))
-    @blp.arguments(ContextQuerySchema(), location="query")
-    @blp.response(200, SessionContextSchema, example=cx.SESSION_CONTEXT)
-    @problems(blp, 401, 403, 404, 422, 429)
-    def get(self, query: dict[str, Any], org: str, session_id: str) -> Any:
-        """Read the session's answers, position and latest messages, for chat or AI callers."""
-        session = _load_session(session_id)
-        body = learner_sessions.session_context(session)
-        body["messages"], body["messages_truncated"] = conversations.recent_messages(
-            current_org.id, session.id, query["messages"]
-        )
-        return body

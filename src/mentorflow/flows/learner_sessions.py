@@ -24,7 +24,7 @@ from mentorflow.flows.models import (
 from mentorflow.platform.crypto import generate_secret, hash_secret
 from mentorflow.platform.db import DriverStatement, utcnow
 from mentorflow.platform.extensions import db
-from mentorflow.platform.outbox import EventType, WriteTransaction, connection_for, emit_event
+from mentorflow.platform.outbox import EventType, WriteTransaction, emit_event, write_in
 from mentorflow.platform.push import Change, announce_after_commit
 from mentorflow.tenants.credentials import SESSION_TOKEN_PREFIX, session_token_expired
 from mentorflow.tenants.models import Org
@@ -169,7 +169,9 @@ class SessionRecord:
     flow_version: VersionInfo
 
 
-def _session_query(*, for_update: bool) -> sa.Select:
+def session_query(*, for_update: bool) -> sa.Select:
+    """Select a session's columns and its version's checksum, by ``session_id`` and
+    ``org_id``."""
     stmt = (
         sa.select(*_SESSION_COLUMNS, FlowVersion.checksum)
         .join(FlowVersion, FlowVersion.id == LearnerSession.flow_version_id)
@@ -183,8 +185,8 @@ def _session_query(*, for_update: bool) -> sa.Select:
 
 # Built once: the hot path runs these on the driver's cursor of its write transaction's
 # connection (``DriverStatement``), bypassing the ORM and SQLAlchemy's per-execution work.
-_FIND_SESSION = DriverStatement(_session_query(for_update=False))
-_LOCK_SESSION = DriverStatement(_session_query(for_update=True))
+_FIND_SESSION = DriverStatement(session_query(for_update=False))
+_LOCK_SESSION = DriverStatement(session_query(for_update=True))
 _UPDATE_SESSION = DriverStatement(
     LearnerSession.__table__.update().where(
         LearnerSession.__table__.c.id == sa.bindparam("session_id")
@@ -218,7 +220,8 @@ _INSERT_STEP_EVENT = DriverStatement(
 )
 
 
-def _record(row: dict[str, Any] | None) -> SessionRecord | None:
+def record_of_row(row: dict[str, Any] | None) -> SessionRecord | None:
+    """Return the record of a row of :func:`session_query` (consumed), or None."""
     if row is None:
         return None
     checksum = row.pop("checksum")
@@ -231,7 +234,7 @@ def lock_session(
 ) -> SessionRecord | None:
     """Return the org's session, its row locked until the transaction ends."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(_LOCK_SESSION.first(connection or db.session.connection(), params))
+    return record_of_row(_LOCK_SESSION.first(connection or db.session.connection(), params))
 
 
 def find_session(
@@ -239,7 +242,7 @@ def find_session(
 ) -> SessionRecord | None:
     """Return the org's session."""
     params = {"session_id": session_id, "org_id": org_id}
-    return _record(_FIND_SESSION.first(connection or db.session.connection(), params))
+    return record_of_row(_FIND_SESSION.first(connection or db.session.connection(), params))
 
 
 def find_sessions(*conditions: Any, order_by: list[Any], limit: int) -> list[SessionRecord]:
@@ -251,7 +254,7 @@ def find_sessions(*conditions: Any, order_by: list[Any], limit: int) -> list[Ses
         .order_by(*order_by)
         .limit(limit)
     )
-    return [_record(dict(row)) for row in db.session.execute(stmt).mappings()]  # type: ignore[misc]
+    return [record_of_row(dict(row)) for row in db.session.execute(stmt).mappings()]  # type: ignore[misc]
 
 
 def session_record(session: LearnerSession) -> SessionRecord:
@@ -299,7 +302,7 @@ def commit_step(
     session.status = SessionStatus.ACTIVE if next_step_id else SessionStatus.COMPLETED
     session.completed_at = None if next_step_id else now
     _save_move(
-        connection_for(transaction),
+        transaction,
         org,
         session,
         now,
@@ -354,7 +357,7 @@ def go_back(
     session.current_step_id = step_id
     session.status = SessionStatus.ACTIVE
     _save_move(
-        connection_for(transaction),
+        transaction,
         org,
         session,
         now,
@@ -412,7 +415,7 @@ def public_definition(definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save_move(
-    connection: sa.Connection,
+    transaction: WriteTransaction | None,
     org: Org,
     session: SessionRecord,
     now: datetime,
@@ -428,8 +431,9 @@ def _save_move(
         session.status = SessionStatus.ACTIVE
     session.version += 1
     session.updated_at = now
-    _UPDATE_SESSION.execute(
-        connection,
+    write_in(
+        transaction,
+        _UPDATE_SESSION,
         {
             "session_id": session.id,
             "answers": session.answers,
@@ -444,8 +448,9 @@ def _save_move(
             "last_activity_at": now,
         },
     )
-    _INSERT_STEP_EVENT.execute(
-        connection,
+    write_in(
+        transaction,
+        _INSERT_STEP_EVENT,
         {
             "session_id": session.id,
             "seq": seq,

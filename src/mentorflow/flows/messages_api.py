@@ -9,7 +9,7 @@ from flask.views import MethodView
 
 from mentorflow.flows import api as learner_api
 from mentorflow.flows import conversation_examples as cx
-from mentorflow.flows import conversations, learners_api
+from mentorflow.flows import conversations, learner_sessions, learners_api
 from mentorflow.flows import examples as ex
 from mentorflow.flows.conversation_schemas import (
     ContextQuerySchema,
@@ -19,6 +19,7 @@ from mentorflow.flows.conversation_schemas import (
     MessagesQuerySchema,
     PostMessageSchema,
 )
+from mentorflow.flows.schemas import SessionContextSchema
 from mentorflow.platform import idempotency
 from mentorflow.platform.errors import Blueprint, abort
 from mentorflow.platform.extensions import db
@@ -158,3 +159,19 @@ class LearnerContext(MethodView):
         and progress, and the latest messages across their sessions (newest first)."""
         learner = learners_api._load_learner(ext)
         return conversations.learner_context(current_org, learner, query["messages"])
+
+
+@blp.route("/sessions/<session_id>/context")
+class SessionContext(MethodView):
+    @blp.doc(operationId="getSessionContext", security=security(*learner_api.SESSION_READERS))
+    @blp.arguments(ContextQuerySchema(), location="query")
+    @blp.response(200, SessionContextSchema, example=cx.SESSION_CONTEXT)
+    @problems(blp, 401, 403, 404, 422, 429)
+    def get(self, query: dict[str, Any], org: str, session_id: str) -> Any:
+        """Read the session's answers, position and latest messages, for chat or AI callers."""
+        session = learner_api._load_session(session_id)
+        body = learner_sessions.session_context(session)
+        body["messages"], body["messages_truncated"] = conversations.recent_messages(
+            current_org.id, session.id, query["messages"]
+        )
+        return body

@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_CONCURRENCY": 2,
     # Ping each pooled PostgreSQL connection before use (costs a round trip per request).
     "DB_PRE_PING": False,
+    # Let psycopg prepare statements on the server (after 5 runs of one statement). Off behind
+    # PgBouncer in transaction pooling mode older than 1.21 (Debian 12 ships 1.18), where the
+    # next transaction may run on another server connection that never prepared them.
+    "DB_PREPARED_STATEMENTS": True,
     # How long a process may serve an org's settings (CORS origins, TTL) from memory.
     "ORG_CACHE_SECONDS": 5,
     # Largest request body the learner API reads (JSON), and the console (flow documents).
@@ -144,6 +148,9 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
         engine_options.setdefault("pool_recycle", 1800)
         engine_options.setdefault("pool_size", 10)
         engine_options.setdefault("max_overflow", 20)
+        if not config.get("DB_PREPARED_STATEMENTS"):
+            connect_args = engine_options.setdefault("connect_args", {})
+            connect_args.setdefault("prepare_threshold", None)
     if not config.get("BROKER_URL"):
         # The embedded default: a real broker in files of the instance folder (no Redis).
         config["BROKER_URL"] = "filesystem://"

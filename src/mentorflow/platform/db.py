@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
@@ -189,6 +190,56 @@ class DriverStatement:
             key: value if process is None else process(value)
             for (key, process), value in zip(compiled.columns, row, strict=True)
         }
+
+
+#: A part of :func:`execute_together`: a write, its parameters, and whether it must return a
+#: row (its statement has RETURNING; none back raises that exception).
+WritePart = tuple[DriverStatement, dict[str, Any], type[Exception] | None]
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_TOGETHER: dict[tuple[int, ...], str] = {}
+
+
+def execute_together(connection: sa.Connection, parts: list[WritePart]) -> None:
+    """Run INSERTs and UPDATEs as one PostgreSQL statement (a data-modifying ``WITH``).
+
+    One round trip for all of them instead of one each: every part sees the same snapshot,
+    so no part may depend on another's rows except through the constraints checked at the
+    statement's end (a delivery's event, inserted by another part, is there by then). A
+    part that names an exception must return a row (RETURNING), else the exception is
+    raised and the caller's transaction rolls back.
+    """
+    dialect = connection.dialect
+    compiled = [statement._compile(dialect) for statement, _, _ in parts]
+    signature = tuple(id(c) for c in compiled) + tuple(i for i, p in enumerate(parts) if p[2])
+    sql = _TOGETHER.get(signature)
+    if sql is None:
+        ctes = ", ".join(f"w{i} AS ({_prefixed(c.sql, f'w{i}_')})" for i, c in enumerate(compiled))
+        checked = [f"(SELECT count(*) FROM w{i})" for i, part in enumerate(parts) if part[2]]
+        sql = _TOGETHER[signature] = f"WITH {ctes} SELECT {', '.join(checked) or '1'}"
+    params: dict[str, Any] = {}
+    for i, (c, (_, values, _)) in enumerate(zip(compiled, parts, strict=True)):
+        bound = c.bind(values)
+        assert c.positional is None, "execute_together needs named parameters (psycopg)"
+        params.update({f"w{i}_{name}": value for name, value in bound.items()})
+    cursor, owned = _driver_cursor(connection)
+    try:
+        cursor.execute(sql, params)
+        counts = cursor.fetchone()
+    except dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(connection, exc, cursor, sql, params) from exc
+    finally:
+        if owned:
+            cursor.close()
+    missing = [part[2] for part in parts if part[2]]
+    for exception, count in zip(missing, counts if missing else (), strict=False):
+        if not count:
+            raise exception()
+
+
+def _prefixed(sql: str, prefix: str) -> str:
+    """Return ``sql`` with its named parameters renamed ``prefix + name``."""
+    return _PLACEHOLDER.sub(lambda match: f"%({prefix}{match.group(1)})s", sql)
 
 
 _CURSOR = "mentorflow_driver_cursor"

@@ -90,6 +90,30 @@ _UPSERT = {
 }
 
 
+def _take() -> sa.Insert:
+    table = IdempotencyKey.__table__
+    stmt = postgresql_insert(table)
+    # Only a key past retention is taken over. A fresh one here means a request with the same
+    # key committed while this one waited for the session's lock, after this one's snapshot
+    # (a back move having brought the session to the same step): RETURNING no row says so.
+    return stmt.on_conflict_do_update(
+        index_elements=["org_id", "session_id", "key"],
+        set_={
+            name: stmt.excluded[name]
+            for name in ("request_hash", "status_code", "response_body", "created_at")
+        },
+        where=table.c.created_at <= sa.bindparam("since", type_=table.c.created_at.type),
+    ).returning(table.c.id)
+
+
+#: The insert of a held write (one statement at the transaction's end, PostgreSQL).
+_TAKE = DriverStatement(_take(), column_keys=_COLUMNS)
+
+
+class KeyStoredConcurrently(Exception):
+    """Another request with the same Idempotency-Key committed first: roll back and replay."""
+
+
 @dataclass(frozen=True)
 class StoredResponse:
     request_hash: str
@@ -131,22 +155,33 @@ def store_response(
     status_code: int,
     body: str,
     connection: sa.Connection | None = None,
+    *,
+    transaction: Any = None,
 ) -> None:
     """Record the response body to replay for ``key`` (the JSON text sent); part of the
-    caller's transaction."""
+    caller's transaction.
+
+    In a ``transaction`` that holds its writes for one statement (``WriteTransaction``), the
+    record is held too; if the key turns out taken then, :class:`KeyStoredConcurrently`.
+    """
+    now = utcnow()
+    params = {
+        "org_id": org_id,
+        "session_id": session_id,
+        "key": key,
+        "request_hash": request_hash,
+        "status_code": status_code,
+        "response_body": body,
+        "created_at": now,
+    }
+    if transaction is not None and transaction.one_statement:
+        params["since"] = now - RETENTION
+        transaction.write(_TAKE, params, unless_row=KeyStoredConcurrently)
+        return
+    if transaction is not None:
+        connection = transaction.connection
     connection = connection or db.session.connection()
-    _UPSERT[connection.dialect.name].execute(
-        connection,
-        {
-            "org_id": org_id,
-            "session_id": session_id,
-            "key": key,
-            "request_hash": request_hash,
-            "status_code": status_code,
-            "response_body": body,
-            "created_at": utcnow(),
-        },
-    )
+    _UPSERT[connection.dialect.name].execute(connection, params)
 
 
 class SessionStartKey(db.Model):

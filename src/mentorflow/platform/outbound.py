@@ -5,15 +5,19 @@ network. The guard resolves the host itself when a connection opens (not only wh
 is saved: DNS can change in between), connects only to an address it has checked, never
 follows a redirect, and lets callers carry nothing of a refusal but a fixed reason. Inside
 :func:`deadline`, a call also ends at a total deadline however slowly the host drips its
-reply: the connections it opened are shut down when the deadline passes. The
-official clients keep doing the HTTP: ``requests`` (PostHog) through :func:`requests_session`,
+reply: the connections it uses are shut down when the deadline passes. A connection outlives
+its call (kept alive, to the same peer the guard checked when it opened) and is handed to the
+deadline of each call that uses it again. The official clients keep doing the HTTP:
+``requests`` (PostHog) through :func:`requests_session`,
 ``httpx`` (Supermemory) through :func:`httpx_client`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -182,24 +186,24 @@ def check_url(url: str, *, allow_private: bool = False) -> None:
 
 
 class Deadline:
-    """The total deadline of one call: every connection it opens is cut when it passes.
+    """The total deadline of one call: every connection it uses is cut when it passes.
 
     A per-read timeout does not bound a call: a host that sends a byte every few seconds
-    never trips it. So the guard keeps a duplicate of each socket the call opens, and a
-    timer shuts them all down at the deadline; the blocked read returns at once, whatever
-    the client library (TLS included: the duplicate shares the connection). When the call
-    ends, its connections are shut down too, so none is reused by a later call that its own
-    deadline could not cut.
+    never trips it. So the guard keeps a duplicate of each socket the call uses (opened, or
+    taken again from a client's pool of kept-alive connections), and at the deadline a
+    watchdog shuts them all down; the blocked read returns at once, whatever the client
+    library (TLS included: the duplicate shares the connection). A call that ends in time
+    leaves its connections open for the next call to the same host, which adopts them into
+    its own deadline; only the address check at connect time decided where they go.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.ends = time.monotonic() + seconds
         self.expired = False
+        self._ended = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def remaining(self) -> float:
         """Return the seconds left; raise TimeoutError once none are."""
@@ -209,7 +213,7 @@ class Deadline:
         return left
 
     def adopt(self, sock: socket.socket) -> None:
-        """Cut ``sock`` at the deadline (and when the call ends)."""
+        """Cut ``sock`` if the deadline passes before the call ends."""
         with self._lock:
             self._sockets.append(sock.dup())
             if self.expired:
@@ -217,17 +221,66 @@ class Deadline:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._ended:  # the call ended in time: its connections are another's now
+                return
             self.expired = True
             for sock in self._sockets:
                 _cut(sock)
 
     def _close(self) -> None:
-        self._timer.cancel()
+        _WATCHDOG.forget(self)
         with self._lock:
+            self._ended = True
             for sock in self._sockets:
-                _cut(sock)
-                sock.close()
+                sock.close()  # the duplicate only: the connection stays open for reuse
             self._sockets.clear()
+
+
+class _Watchdog:
+    """One thread per process that expires deadlines (a timer thread per call cost a thread
+    start per sink call)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        # A forked worker starts with no watchdog thread, and a lock the parent may have held.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, call: Deadline) -> None:
+        with self._condition:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="outbound-deadlines", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._heap, (call.ends, id(call), call))
+            self._condition.notify()
+
+    def forget(self, call: Deadline) -> None:
+        # Ended calls are dropped when their time comes (or sooner, when they are first).
+        with self._condition:
+            while self._heap and self._heap[0][2]._ended:
+                heapq.heappop(self._heap)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._heap:
+                    self._condition.wait()
+                ends, _, call = self._heap[0]
+                left = ends - time.monotonic()
+                if left > 0:
+                    self._condition.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+            call._expire()
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _cut(sock: socket.socket) -> None:
@@ -251,7 +304,7 @@ def deadline(seconds: float) -> Iterator[Deadline]:
         return
     call = Deadline(seconds)
     token = _current_deadline.set(call)
-    call._timer.start()
+    _WATCHDOG.watch(call)
     try:
         yield call
     finally:
@@ -274,10 +327,22 @@ def _bounded(timeout: float | None) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-def _adopt(sock: socket.socket) -> None:
-    call = _current_deadline.get()
-    if call is not None:
-        call.adopt(sock)
+class _KeptSocket:
+    """A duplicate of a guarded connection's socket, kept for its life: each call that uses
+    the connection hands it to its own deadline (once)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock.dup()  # TLS later takes the original over; this one stays plain
+        self.deadline: Deadline | None = None
+
+    def adopt(self) -> None:
+        call = _current_deadline.get()
+        if call is not None and call is not self.deadline:
+            self.deadline = call
+            call.adopt(self.sock)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def is_redirect(status: int) -> bool:
@@ -317,9 +382,28 @@ class _GuardedConnectionMixin:
             except OSError as exc:
                 error = exc
             else:
-                _adopt(sock)
+                self._guard_kept = _KeptSocket(sock)
+                self._guard_kept.adopt()
                 return sock
         raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
+
+    def close(self) -> None:
+        try:
+            super().close()  # type: ignore[misc]
+        finally:
+            kept = getattr(self, "_guard_kept", None)
+            if kept is not None:
+                self._guard_kept = None
+                kept.close()
+
+
+class _GuardedPoolMixin:
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        kept = getattr(conn, "_guard_kept", None)
+        if kept is not None and conn.sock is not None:
+            kept.adopt()  # kept alive from an earlier call: this call's deadline cuts it
+        return conn
 
 
 @cache
@@ -335,9 +419,15 @@ def _pool_classes(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
         {"allow_private": allow_private},
     )
     return {
-        "http": type("GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+        "http": type(
+            "GuardedHTTPConnectionPool",
+            (_GuardedPoolMixin, HTTPConnectionPool),
+            {"ConnectionCls": http},
+        ),
         "https": type(
-            "GuardedHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https}
+            "GuardedHTTPSConnectionPool",
+            (_GuardedPoolMixin, HTTPSConnectionPool),
+            {"ConnectionCls": https},
         ),
     }
 
@@ -409,9 +499,44 @@ class _GuardedBackend(httpcore.SyncBackend):
             except httpcore.ConnectError as exc:
                 error = exc
             else:
-                _adopt(stream.get_extra_info("socket"))
-                return stream
+                return _GuardedStream(stream, _KeptSocket(stream.get_extra_info("socket")))
         raise httpcore.ConnectError(str(error))
+
+
+class _GuardedStream(httpcore.NetworkStream):
+    """A connection of the guarded backend: each call that reads or writes on it hands it
+    to its own deadline, whether the connection is new or kept alive from an earlier call."""
+
+    def __init__(self, stream: httpcore.NetworkStream, kept: _KeptSocket) -> None:
+        self._stream = stream
+        self._kept = kept
+        kept.adopt()
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._kept.adopt()
+        return self._stream.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._kept.adopt()
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._kept.close()
+
+    def start_tls(
+        self,
+        ssl_context: Any,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, _bounded(timeout))
+        return _GuardedStream(tls, self._kept)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
 
 
 class _GuardedTransport(httpx.HTTPTransport):

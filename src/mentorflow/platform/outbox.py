@@ -24,7 +24,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from sqlalchemy.sql.functions import FunctionElement
 
-from mentorflow.platform.db import IMMEDIATE, DriverStatement, enum_column, utcnow
+from mentorflow.platform.db import (
+    IMMEDIATE,
+    DriverStatement,
+    WritePart,
+    enum_column,
+    execute_together,
+    utcnow,
+)
 from mentorflow.platform.extensions import db
 
 log = logging.getLogger(__name__)
@@ -127,53 +134,130 @@ class Delivery(db.Model):
     event: Mapped[OutboxEvent] = relationship(back_populates="deliveries")
 
 
-_INSERT_EVENT = DriverStatement(
-    OutboxEvent.__table__.insert(),
-    column_keys=["id", "org_id", "session_id", "type", "payload", "created_at"],
-)
+_EVENT_COLUMNS = ("id", "org_id", "session_id", "type", "payload", "created_at")
 _DELIVERY_COLUMNS = ("event_id", "sink", "status", "attempts", "next_attempt_at")
-_INSERT_DELIVERIES: dict[int, DriverStatement] = {}
+_MULTI_ROW_INSERTS: dict[tuple[str, int], DriverStatement] = {}
 
 
-def _insert_deliveries(count: int) -> DriverStatement:
-    """One INSERT of ``count`` deliveries (one round trip, whatever the number of sinks)."""
-    statement = _INSERT_DELIVERIES.get(count)
+def _insert_rows(table: sa.Table, columns: tuple[str, ...], count: int) -> DriverStatement:
+    """One INSERT of ``count`` rows (one round trip, whatever the number of rows); the
+    parameters of row ``i`` are named ``{column}_{i}``."""
+    statement = _MULTI_ROW_INSERTS.get((table.name, count))
     if statement is None:
-        table = Delivery.__table__
         rows = [
-            {
-                name: sa.bindparam(f"{name}_{i}", type_=table.c[name].type)
-                for name in _DELIVERY_COLUMNS
-            }
+            {name: sa.bindparam(f"{name}_{i}", type_=table.c[name].type) for name in columns}
             for i in range(count)
         ]
-        statement = _INSERT_DELIVERIES[count] = DriverStatement(table.insert().values(rows))
+        statement = DriverStatement(table.insert().values(rows))
+        _MULTI_ROW_INSERTS[(table.name, count)] = statement
     return statement
+
+
+def _numbered(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {f"{name}_{i}": value for i, row in enumerate(rows) for name, value in row.items()}
 
 
 @dataclass
 class WriteTransaction:
-    """A Core write transaction and the outbox events emitted in it."""
+    """A Core write transaction and the outbox events emitted in it.
+
+    With ``one_statement`` (PostgreSQL only), its writes (:meth:`write`, :func:`emit_event`)
+    are held and sent at its end as one statement (:func:`execute_together`): a step commit
+    is then BEGIN, the locking read, that statement and COMMIT, four round trips.
+    """
 
     connection: sa.Connection
     event_ids: list[uuid.UUID] = field(default_factory=list)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
+    one_statement: bool = False
+    held: list[WritePart] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(
+        self,
+        statement: DriverStatement,
+        params: dict[str, Any],
+        *,
+        unless_row: type[Exception] | None = None,
+    ) -> None:
+        """Run an INSERT or UPDATE now, or hold it for the end (``one_statement``).
+
+        ``unless_row`` (held writes only, a statement with RETURNING): raised at the end if the
+        statement returned no row, rolling the transaction back.
+        """
+        if self.one_statement:
+            self.held.append((statement, params, unless_row))
+        else:
+            statement.execute(self.connection, params)
+
+    def add_event(self, event: dict[str, Any], sinks: list[str]) -> None:
+        """Write an outbox row and its pending deliveries (now, or held for the end)."""
+        deliveries = _pending_deliveries(event, sinks)
+        if self.one_statement:
+            self.events.append(event)
+            self.deliveries += deliveries
+        else:
+            _write_event(self.connection, event, deliveries)
+        self.event_ids.append(event["id"])
+
+    def send_held(self) -> None:
+        """Send the held writes as one statement: the events (one multi-row INSERT, in the
+        order emitted), their deliveries (one more), then the other writes."""
+        parts: list[WritePart] = list(self.held)
+        if self.events:
+            table = OutboxEvent.__table__
+            insert = _insert_rows(table, _EVENT_COLUMNS, len(self.events))
+            parts.append((insert, _numbered(self.events), None))
+        if self.deliveries:
+            table = Delivery.__table__
+            insert = _insert_rows(table, _DELIVERY_COLUMNS, len(self.deliveries))
+            parts.append((insert, _numbered(self.deliveries), None))
+        self.held, self.events, self.deliveries = [], [], []
+        if parts:
+            execute_together(self.connection, parts)
+
+
+def _pending_deliveries(event: dict[str, Any], sinks: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "event_id": event["id"],
+            "sink": sink,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "next_attempt_at": event["created_at"],
+        }
+        for sink in sinks
+    ]
+
+
+def _write_event(
+    connection: sa.Connection, event: dict[str, Any], deliveries: list[dict[str, Any]]
+) -> None:
+    _insert_rows(OutboxEvent.__table__, _EVENT_COLUMNS, 1).execute(connection, _numbered([event]))
+    if deliveries:
+        insert = _insert_rows(Delivery.__table__, _DELIVERY_COLUMNS, len(deliveries))
+        insert.execute(connection, _numbered(deliveries))
 
 
 @contextmanager
-def write_transaction() -> Iterator[WriteTransaction]:
+def write_transaction(*, one_statement: bool = False) -> Iterator[WriteTransaction]:
     """Run the block in a write transaction on a Core connection, outside the ORM session.
 
     For the learner hot path, where the session's bookkeeping costs more than the statements.
     The block's end commits (an exception rolls back); then the after-commit hooks see the
     events it emitted, as after a session commit. On SQLite it is ``BEGIN IMMEDIATE``.
+    ``one_statement`` holds the block's writes and sends them as one statement before the
+    commit, on PostgreSQL (SQLite writes each at once, as without it).
     """
     engine = db.engine
-    options = {IMMEDIATE: True} if engine.dialect.name == "sqlite" else {}
+    sqlite = engine.dialect.name == "sqlite"
+    options = {IMMEDIATE: True} if sqlite else {}
     with engine.connect().execution_options(**options) as connection:
-        transaction = WriteTransaction(connection)
+        transaction = WriteTransaction(connection, one_statement=one_statement and not sqlite)
         with connection.begin():
             yield transaction
+            transaction.send_held()
     _run_hooks(transaction.event_ids)
     _run_callbacks(transaction.callbacks)
 
@@ -181,6 +265,22 @@ def write_transaction() -> Iterator[WriteTransaction]:
 def connection_for(transaction: WriteTransaction | None) -> sa.Connection:
     """The connection to write on: ``transaction``'s, else the ORM session's."""
     return transaction.connection if transaction else db.session.connection()
+
+
+def write_in(
+    transaction: WriteTransaction | None, statement: DriverStatement, params: dict[str, Any]
+) -> None:
+    """Run a write in ``transaction`` (perhaps held for its end), else in the ORM session's."""
+    if transaction:
+        transaction.write(statement, params)
+    else:
+        statement.execute(db.session.connection(), params)
+
+
+def event_sinks(org_id: int, event_type: EventType | str) -> list[str]:
+    """Return the sinks an event gets one pending delivery each: decided here, and only here,
+    for every way an event is written (at once, or held for one statement)."""
+    return list(current_app.config["SINKS"])
 
 
 def emit_event(
@@ -191,49 +291,31 @@ def emit_event(
     session_id: str | None = None,
     transaction: WriteTransaction | None = None,
 ) -> uuid.UUID:
-    """Add an outbox event and a pending delivery per configured sink to this transaction
-    (``transaction``, else the ORM session's).
+    """Add an outbox event and a pending delivery per sink (:func:`event_sinks`) to this
+    transaction (``transaction``, else the ORM session's).
 
     A preview session's event (``payload["preview"]``, a staff member trying a draft) is
     dropped: no row, no delivery, nothing in the feed.
     """
-    now = utcnow()
-    event_id = uuid.uuid4()
+    event = {
+        "id": uuid.uuid4(),
+        "org_id": org_id,
+        "session_id": session_id,
+        "type": str(event_type),
+        "payload": payload,
+        "created_at": utcnow(),
+    }
     if payload.get("preview"):
-        return event_id
-    # Pre-built inserts on the driver's cursor: this runs on every step commit, where the
-    # ORM's unit of work would cost more than the statements themselves.
-    connection = connection_for(transaction)
-    _INSERT_EVENT.execute(
-        connection,
-        {
-            "id": event_id,
-            "org_id": org_id,
-            "session_id": session_id,
-            "type": str(event_type),
-            "payload": payload,
-            "created_at": now,
-        },
-    )
-    sinks = current_app.config["SINKS"]
-    if sinks:
-        params: dict[str, Any] = {}
-        for i, sink in enumerate(sinks):
-            params.update(
-                {
-                    f"event_id_{i}": event_id,
-                    f"sink_{i}": sink,
-                    f"status_{i}": DeliveryStatus.PENDING,
-                    f"attempts_{i}": 0,
-                    f"next_attempt_at_{i}": now,
-                }
-            )
-        _insert_deliveries(len(sinks)).execute(connection, params)
+        return event["id"]
+    sinks = event_sinks(org_id, event_type)
     if transaction:
-        transaction.event_ids.append(event_id)
+        transaction.add_event(event, sinks)
     else:
-        _pending_events(db.session()).append(event_id)
-    return event_id
+        # Pre-built inserts on the driver's cursor: the ORM's unit of work would cost more
+        # than the statements themselves.
+        _write_event(db.session.connection(), event, _pending_deliveries(event, sinks))
+        _pending_events(db.session()).append(event["id"])
+    return event["id"]
 
 
 _HOOKS = "mentorflow.after_commit_hooks"

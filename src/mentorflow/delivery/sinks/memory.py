@@ -140,8 +140,13 @@ class MemorySink:
                 raise self._failure(exc) from exc
 
     def batch_key(self, event: OutboundEvent) -> str:
-        """One ``batch_add`` call writes to one namespace: the session's memory container."""
-        return str(event.payload.get("memory_container") or "")
+        """One call for all of an org's events of a worker batch: it makes one
+        ``documents.batch_add`` per namespace, in turn, on the connections it keeps open.
+
+        A call per namespace (per learner session) meant a call, a connection and a
+        commit of the outcomes per event or two.
+        """
+        return ""
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
         """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace,
