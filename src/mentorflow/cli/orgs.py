@@ -71,6 +71,12 @@ def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -
     default=None,
     help="PostHog only: include answers in event properties (off by default).",
 )
+@click.option(
+    "--personal-api-key",
+    help="PostHog only: a personal API key (persons:write) that erasures delete persons with "
+    "(stored encrypted).",
+)
+@click.option("--project-id", help="PostHog only: the project id erasures delete persons in.")
 @click.option("--clear", is_flag=True, help="Forget the org's credentials; use the platform's.")
 @with_appcontext
 def org_integrate(
@@ -79,6 +85,8 @@ def org_integrate(
     api_key: str | None,
     url: str | None,
     send_answers: bool | None,
+    personal_api_key: str | None,
+    project_id: str | None,
     clear: bool,
 ) -> None:
     """Give an organization its own PostHog or Supermemory credentials."""
@@ -91,6 +99,8 @@ def org_integrate(
             api_key=api_key,
             url=url,
             send_answers=send_answers,
+            personal_api_key=personal_api_key,
+            project_id=project_id,
             clear=clear,
         )
     except tenant_services.TenantError as exc:
@@ -99,7 +109,7 @@ def org_integrate(
     shown = {
         k: v
         for k, v in target.settings["integrations"].get(sink, {}).items()
-        if k != "api_key_encrypted"
+        if not k.endswith("_encrypted")
     }
     has_key = "api_key_encrypted" in target.settings["integrations"].get(sink, {})
     click.echo(f"{slug}: {sink} {'(own key) ' if has_key else ''}{shown or '(platform defaults)'}")

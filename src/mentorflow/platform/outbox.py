@@ -36,6 +36,8 @@ class EventType(enum.StrEnum):
     SESSION_COMPLETED = "session.completed"
     SESSION_ABANDONED = "session.abandoned"
     STEP_REOPENED = "step.reopened"
+    LEARNER_ERASED = "learner.erased"
+    SESSION_ERASED = "session.erased"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -179,6 +181,28 @@ def connection_for(transaction: WriteTransaction | None) -> sa.Connection:
     return transaction.connection if transaction else db.session.connection()
 
 
+_ROUTERS = "mentorflow.sink_routers"
+#: Returns the further sinks (beyond ``SINKS``) an org's event of a type goes to, reading on
+#: the connection given: e.g. the org's webhook endpoints.
+SinkRouter = Callable[[sa.Connection, int, str], list[str]]
+
+
+def register_sink_router(app: Flask, router: SinkRouter) -> None:
+    """Let ``router`` add sinks to each event ``app`` emits (see :func:`sinks_for_event`)."""
+    routers = app.extensions.setdefault(_ROUTERS, [])
+    if router not in routers:
+        routers.append(router)
+
+
+def sinks_for_event(connection: sa.Connection, org_id: int, event_type: str) -> list[str]:
+    """Return the sinks an event gets a delivery for: every configured sink (``SINKS``), then
+    those the registered routers add (the org's webhook endpoints subscribed to the type)."""
+    sinks = list(current_app.config["SINKS"])
+    for router in current_app.extensions.get(_ROUTERS, ()):
+        sinks.extend(router(connection, org_id, event_type))
+    return sinks
+
+
 def emit_event(
     org_id: int,
     event_type: EventType,
@@ -187,8 +211,8 @@ def emit_event(
     session_id: str | None = None,
     transaction: WriteTransaction | None = None,
 ) -> uuid.UUID:
-    """Add an outbox event and a pending delivery per configured sink to this transaction
-    (``transaction``, else the ORM session's)."""
+    """Add an outbox event and a pending delivery per sink (:func:`sinks_for_event`) to this
+    transaction (``transaction``, else the ORM session's)."""
     now = utcnow()
     event_id = uuid.uuid4()
     # Pre-built inserts on the driver's cursor: this runs on every step commit, where the
@@ -205,7 +229,7 @@ def emit_event(
             "created_at": now,
         },
     )
-    sinks = current_app.config["SINKS"]
+    sinks = sinks_for_event(connection, org_id, str(event_type))
     if sinks:
         params: dict[str, Any] = {}
         for i, sink in enumerate(sinks):

@@ -43,6 +43,10 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, Any]]:
             "task": "mentorflow.worker.tasks.purge_expired_exports",
             "schedule": timedelta(hours=1),
         },
+        "erase-expired-sessions": {
+            "task": "mentorflow.worker.tasks.erase_expired_sessions",
+            "schedule": timedelta(hours=1),
+        },
     }
 
 
