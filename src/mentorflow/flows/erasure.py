@@ -37,7 +37,7 @@ from mentorflow.flows.models import (
 )
 from mentorflow.jobs import runner
 from mentorflow.jobs.models import Job
-from mentorflow.platform.db import begin_write, utcnow
+from mentorflow.platform.db import begin_write, checkpoint_sqlite, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.idempotency import IdempotencyKey, SessionStartKey
 from mentorflow.platform.outbox import Delivery, EventType, OutboxEvent, emit_event
@@ -134,6 +134,7 @@ def run_erasure(job: Job, report: runner.Progress) -> dict[str, Any]:
     else:
         receipt = erase_expired(org, int(params["retention_days"]), job_id=job.id)
     db.session.commit()
+    checkpoint_sqlite(db.session)
     report(1, 1)
     return receipt
 
