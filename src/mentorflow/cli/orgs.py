@@ -9,6 +9,7 @@ from flask.cli import with_appcontext
 from mentorflow.cli.common import fail, org_for_write
 from mentorflow.delivery.integrations import set_integration
 from mentorflow.delivery.sinks import sink_types
+from mentorflow.flows import erasure
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
@@ -41,8 +42,15 @@ def org_create(slug: str, name: str) -> None:
     "--abandon-after",
     help="Inactivity before a session is abandoned: 30m, 12h, 7d, 2w (1m to 365d).",
 )
+@click.option(
+    "--retention-days",
+    type=int,
+    help="Erase completed and abandoned sessions older than N days (1 to 3650; 0 keeps them).",
+)
 @with_appcontext
-def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -> None:
+def org_set(
+    slug: str, allowed_origins: str | None, abandon_after: str | None, retention_days: int | None
+) -> None:
     """Change an organization's settings."""
     target = org_for_write(slug)
     try:
@@ -53,12 +61,18 @@ def org_set(slug: str, allowed_origins: str | None, abandon_after: str | None) -
             if abandon_after is None
             else tenant_services.parse_abandon_after(abandon_after),
         )
-    except tenant_services.TenantError as exc:
+        if retention_days is not None:
+            erasure.set_retention_days(target, retention_days)
+    except (tenant_services.TenantError, erasure.ErasureError) as exc:
         fail(str(exc))
     db.session.commit()
     ttl = target.abandon_after(current_app.config["ABANDON_AFTER"])
     origins = ", ".join(target.allowed_origins) or "(none)"
-    click.echo(f"{target.slug}: allowed origins {origins}; abandon after {ttl}s")
+    days = erasure.retention_days_of(target)
+    retention = f"{days} days" if days else "kept"
+    click.echo(
+        f"{target.slug}: allowed origins {origins}; abandon after {ttl}s; retention {retention}"
+    )
 
 
 @org.command("integrate")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, flash, redirect
+from flask import current_app, flash, redirect, request
 from flask_admin import expose
 from flask_wtf import FlaskForm
 from wtforms import StringField, TextAreaField
@@ -13,6 +13,7 @@ from wtforms.validators import DataRequired, ValidationError
 from mentorflow.admin.access import ConsoleView, requires, seat
 from mentorflow.admin.settings.base import lock_org
 from mentorflow.delivery.integrations import integration_status
+from mentorflow.flows import erasure
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import services as tenant_services
 from mentorflow.tenants.models import Org, Role
@@ -123,6 +124,27 @@ class GeneralPages(ConsoleView):
         db.session.commit()
         flash(
             f"Sessions idle for {format_duration(form.seconds)} are now marked abandoned.",
+            "success",
+        )
+        return redirect(self.get_url(".general"))
+
+    @expose("/general/retention", methods=["POST"])
+    @requires(Role.ADMIN)
+    def save_retention(self) -> Any:
+        raw = (request.form.get("retention_days") or "0").strip()
+        org = lock_org()
+        try:
+            updated = erasure.set_retention_days(org, int(raw) if raw.isdigit() else -1)
+        except erasure.ErasureError as exc:
+            db.session.rollback()
+            flash(f"Not saved: {exc}.", "danger")
+            return redirect(self.get_url(".general"))
+        db.session.commit()
+        kept = erasure.retention_days_of(updated)
+        flash(
+            f"Closed sessions older than {kept} days are now erased automatically."
+            if kept
+            else "Sessions are kept: no automatic erasure.",
             "success",
         )
         return redirect(self.get_url(".general"))
