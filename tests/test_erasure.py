@@ -27,6 +27,7 @@ from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
+from mentorflow.worker import tasks
 
 STEPS = 14
 
@@ -344,8 +345,11 @@ def test_retention_erases_closed_sessions_past_the_orgs_days(
     db.session.commit()
 
     assert erasure.orgs_with_retention() == [(keys.org.id, 30)]
-    job_id = erasure.create_retention_job(keys.org.id, 30)
-    job = run(job_id)
+    # The beat's task: one erase job per org with sessions past its days, run at once.
+    assert tasks.erase_expired_sessions.run() == 1
+    db.session.rollback()
+    (job,) = db.session.scalars(sa.select(Job).where(Job.org_id == keys.org.id)).all()
+    assert job.status == JobStatus.COMPLETED and job.created_by == "retention"
     assert job.result["scope"] == "retention"
     assert job.result["session_ids"] == [old]
     assert db.session.get(erasure.LearnerSession, old) is None
@@ -356,4 +360,4 @@ def test_retention_erases_closed_sessions_past_the_orgs_days(
     ).all()
     assert "session.erased" in events
     # Nothing left past the retention: no new job.
-    assert erasure.create_retention_job(keys.org.id, 30) is None
+    assert tasks.erase_expired_sessions.run() == 0

@@ -54,6 +54,8 @@ EVENT_TYPES = (
     "session.erased",
 )
 MAX_ENDPOINTS_PER_ORG = 20
+#: How long the delivery log keeps an attempt.
+ATTEMPT_RETENTION = timedelta(days=30)
 
 
 class WebhookError(ValueError):
@@ -345,6 +347,15 @@ def replay_failed(endpoint: WebhookEndpoint, since: datetime) -> int:
             ),
         )
         .values(status=DeliveryStatus.PENDING, next_attempt_at=utcnow(), attempts=0)
+    )
+    return result.rowcount or 0
+
+
+def prune_attempts(now: datetime | None = None) -> int:
+    """Delete logged attempts older than :data:`ATTEMPT_RETENTION`; return how many."""
+    cutoff = (now or utcnow()) - ATTEMPT_RETENTION
+    result = db.session.execute(
+        sa.delete(WebhookAttempt).where(WebhookAttempt.attempted_at < cutoff)
     )
     return result.rowcount or 0
 

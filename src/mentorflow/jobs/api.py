@@ -41,7 +41,7 @@ class JobSchema(ma.Schema):
         },
     )
     kind = fields.String(
-        required=True, metadata={"description": "export_sessions or legacy_import"}
+        required=True, metadata={"description": "export_sessions, legacy_import or erase"}
     )
     status = fields.String(
         required=True, validate=validate.OneOf([str(status) for status in JobStatus])
@@ -55,7 +55,8 @@ class JobSchema(ma.Schema):
         metadata={
             "type": "object",
             "description": "What the job produced once completed (an export: rows, columns, "
-            "file, raw_file, flow); null before",
+            "file, raw_file, flow; an erasure: its receipt, what was removed where); null "
+            "before",
         },
     )
     error = fields.String(required=True, allow_none=True)

@@ -10,6 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
 from mentorflow.delivery import services as delivery
+from mentorflow.delivery import webhooks
 from mentorflow.flows import erasure, learner_sessions
 from mentorflow.jobs import runner as jobs
 from mentorflow.platform import idempotency
@@ -73,6 +74,15 @@ def prune_idempotency_keys() -> int:
     """Delete idempotency keys past their 24 h retention."""
     begin_write(db.session)
     count = idempotency.prune_expired()
+    db.session.commit()
+    return count
+
+
+@shared_task(name="mentorflow.worker.tasks.prune_webhook_attempts")
+def prune_webhook_attempts() -> int:
+    """Delete webhook log entries past their 30 days."""
+    begin_write(db.session)
+    count = webhooks.prune_attempts()
     db.session.commit()
     return count
 
