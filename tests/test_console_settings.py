@@ -131,6 +131,7 @@ def mutating_forms(studio: Studio) -> dict[str, tuple[str, dict[str, str]]]:
             "/admin/settings/general/abandonment",
             {"abandon_after": "1h"},
         ),
+        "settings.save_retention": ("/admin/settings/general/retention", {"retention_days": "30"}),
         "settings.save_integration": (
             "/admin/settings/integrations/posthog",
             {"api_key": "phc_x", "url": "https://x.example"},
