@@ -72,3 +72,33 @@ def test_erasing_a_learner_in_the_console_needs_their_id_typed(
     db.session.rollback()
     (job,) = db.session.scalars(sa.select(Job)).all()
     assert job.kind == "erase" and job.params["external_user_id"] == "user-5"
+
+
+def test_erasing_a_session_in_the_console_needs_its_id_typed(
+    ctx, client, create_org, publish_flow, learner
+):
+    keys = create_org()
+    publish_flow(keys.org)
+    add_staff(keys.org, "admin@example.com", Role.ADMIN)
+    add_staff(keys.org, "mentor@example.com", Role.MENTOR)
+    walker = learner(keys)
+    walker.start("rafael-tats")
+    page = f"/admin/sessions/{walker.session_id}"
+    mentor = Console(ctx.test_client())
+    mentor.login("mentor@example.com")
+    assert "Erase session" not in mentor.get(page).get_data(as_text=True)
+    assert (
+        mentor.post(f"{page}/erase", {"confirm": walker.session_id}, form_page=page).status_code
+        == 403
+    )
+    console = Console(client)
+    console.login("admin@example.com")
+    assert "Erase session" in console.get(page).get_data(as_text=True)
+    console.post(f"{page}/erase", {"confirm": "nope"}, form_page=page)
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
+    done = console.post(f"{page}/erase", {"confirm": walker.session_id}, form_page=page)
+    assert done.status_code == 302 and "/admin/jobs/" in done.headers["Location"]
+    db.session.rollback()
+    (job,) = db.session.scalars(sa.select(Job)).all()
+    assert job.params == {"scope": "session", "session_id": walker.session_id}
