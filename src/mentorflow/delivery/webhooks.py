@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mentorflow.delivery.sinks import DeliveryFailed
 from mentorflow.delivery.sinks.webhook import AttemptLog, WebhookSink
 from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
-from mentorflow.platform.db import IMMEDIATE, JSONType, utcnow
+from mentorflow.platform.db import IMMEDIATE, JSONType, fits_integer, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbound import OutboundPolicy, OutboundRefused, check_url
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
@@ -184,6 +184,8 @@ def list_endpoints(org_id: int) -> list[WebhookEndpoint]:
 
 def get_endpoint(org_id: int, endpoint_id: int) -> WebhookEndpoint | None:
     """Return the org's endpoint ``endpoint_id``; None for another org's or none."""
+    if not fits_integer(endpoint_id):  # past what the column holds: matches nothing
+        return None
     return db.session.scalar(
         sa.select(WebhookEndpoint).where(
             WebhookEndpoint.org_id == org_id, WebhookEndpoint.id == endpoint_id
