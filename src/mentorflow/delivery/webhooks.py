@@ -133,9 +133,24 @@ def subscribes(event_types: list[str] | None, event_type: str) -> bool:
 
 
 def webhook_sinks(connection: sa.Connection, org_id: int, event_type: str) -> list[str]:
-    """Return the sinks of the org's enabled endpoints that subscribe to ``event_type``."""
-    rows = connection.execute(_ENABLED_ENDPOINTS, {"org_id": org_id}).all()
+    """Return the sinks of the org's enabled endpoints that subscribe to ``event_type``.
+
+    The endpoints are read once per transaction and org: a batch of steps emits many events.
+    """
+    transaction = connection.get_transaction()
+    if transaction is None:  # no transaction to scope the cache to
+        rows = connection.execute(_ENABLED_ENDPOINTS, {"org_id": org_id}).all()
+        return [f"{SINK_PREFIX}{row.id}" for row in rows if subscribes(row.event_types, event_type)]
+    cached = connection.info.get(_ENDPOINTS_CACHE)
+    if cached is None or cached[0] is not transaction:
+        cached = connection.info[_ENDPOINTS_CACHE] = (transaction, {})
+    rows = cached[1].get(org_id)
+    if rows is None:
+        rows = cached[1][org_id] = connection.execute(_ENABLED_ENDPOINTS, {"org_id": org_id}).all()
     return [f"{SINK_PREFIX}{row.id}" for row in rows if subscribes(row.event_types, event_type)]
+
+
+_ENDPOINTS_CACHE = "mentorflow.webhook_endpoints"
 
 
 _ENABLED_ENDPOINTS = sa.select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
