@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mentorflow.delivery.sinks import DeliveryFailed
 from mentorflow.delivery.sinks.webhook import AttemptLog, WebhookSink
 from mentorflow.platform.crypto import decrypt_secret, encrypt_secret
-from mentorflow.platform.db import IMMEDIATE, JSONType, fits_integer, utcnow
+from mentorflow.platform.db import IMMEDIATE, DriverStatement, JSONType, fits_integer, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbound import OutboundPolicy, OutboundRefused, check_url
 from mentorflow.platform.outbox import Delivery, DeliveryStatus, OutboxEvent
@@ -135,26 +135,28 @@ def subscribes(event_types: list[str] | None, event_type: str) -> bool:
 def webhook_sinks(connection: sa.Connection, org_id: int, event_type: str) -> list[str]:
     """Return the sinks of the org's enabled endpoints that subscribe to ``event_type``.
 
-    The endpoints are read once per transaction and org: a batch of steps emits many events.
+    The endpoints are read once per transaction and org (a batch of steps emits many events),
+    on the driver's cursor: this runs on every step commit, also inside a pipeline.
     """
     transaction = connection.get_transaction()
-    if transaction is None:  # no transaction to scope the cache to
-        rows = connection.execute(_ENABLED_ENDPOINTS, {"org_id": org_id}).all()
-        return [f"{SINK_PREFIX}{row.id}" for row in rows if subscribes(row.event_types, event_type)]
     cached = connection.info.get(_ENDPOINTS_CACHE)
-    if cached is None or cached[0] is not transaction:
-        cached = connection.info[_ENDPOINTS_CACHE] = (transaction, {})
+    if transaction is None or cached is None or cached[0] is not transaction:
+        cached = (transaction, {})
+        if transaction is not None:
+            connection.info[_ENDPOINTS_CACHE] = cached
     rows = cached[1].get(org_id)
     if rows is None:
-        rows = cached[1][org_id] = connection.execute(_ENABLED_ENDPOINTS, {"org_id": org_id}).all()
-    return [f"{SINK_PREFIX}{row.id}" for row in rows if subscribes(row.event_types, event_type)]
+        rows = cached[1][org_id] = _ENABLED_ENDPOINTS.all(connection, {"org_id": org_id})
+    return [
+        f"{SINK_PREFIX}{row['id']}" for row in rows if subscribes(row["event_types"], event_type)
+    ]
 
 
 _ENDPOINTS_CACHE = "mentorflow.webhook_endpoints"
-
-
-_ENABLED_ENDPOINTS = sa.select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-    WebhookEndpoint.org_id == sa.bindparam("org_id"), WebhookEndpoint.enabled.is_(True)
+_ENABLED_ENDPOINTS = DriverStatement(
+    sa.select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+        WebhookEndpoint.org_id == sa.bindparam("org_id"), WebhookEndpoint.enabled.is_(True)
+    )
 )
 
 

@@ -204,6 +204,27 @@ class DriverStatement:
             for (key, process), value in zip(compiled.columns, row, strict=True)
         }
 
+    def all(self, connection: sa.Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run a SELECT; return its rows as ``{column key: value}`` (also inside a psycopg
+        pipeline, where fetching syncs it)."""
+        compiled = self._compile(connection.dialect)
+        cursor, owned = _driver_cursor(connection)
+        try:
+            cursor.execute(compiled.sql, compiled.bind(params))
+            rows = cursor.fetchall()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise _driver_error(connection, exc, cursor, compiled.sql, params) from exc
+        finally:
+            if owned:
+                cursor.close()
+        return [
+            {
+                key: value if process is None else process(value)
+                for (key, process), value in zip(compiled.columns, row, strict=True)
+            }
+            for row in rows
+        ]
+
 
 _CURSOR = "mentorflow_driver_cursor"
 
