@@ -29,6 +29,9 @@ import pytest
 
 POSTHOG_BATCH_PATH = "/batch/"
 MEMORY_DOCUMENT_PREFIX = "/ns/"
+#: Webhook receivers: any path under it takes POSTs (``recorder.url + "/hooks/<name>"``).
+WEBHOOK_PREFIX = "/hooks/"
+POSTHOG_PERSONS_PREFIX = "/api/projects/"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,31 @@ class Recorder:
                 ]
         return documents
 
+    def webhook_requests(self, path: str, *, accepted_only: bool = False) -> list[RecordedRequest]:
+        """Return the requests made to the webhook receiver at ``path``, in arrival order."""
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if r.path == path and r.method == "POST" and (r.accepted or not accepted_only)
+            ]
+
+    def namespace_deletions(self) -> list[str]:
+        """Return the Supermemory namespaces deleted (``DELETE /ns/{namespace}``), accepted."""
+        return [
+            unquote(r.path.split("/")[2])
+            for r in self._accepted(MEMORY_DOCUMENT_PREFIX)
+            if r.method == "DELETE" and len(r.path.split("/")) == 3
+        ]
+
+    def person_deletions(self) -> list[RecordedRequest]:
+        """Return the accepted PostHog person deletions (``persons/bulk_delete``)."""
+        return [
+            r
+            for r in self._accepted(POSTHOG_PERSONS_PREFIX)
+            if r.path.endswith("/persons/bulk_delete/")
+        ]
+
     def wait_for(self, condition: Callable[[Recorder], bool], timeout: float = 10.0) -> None:
         """Block until ``condition(recorder)`` holds; fail the test after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
@@ -203,6 +231,13 @@ def _normal_answer(method: str, path: str, body: Any, refused: dict[str, str]) -
         return 400, {"error": "Bad request", "details": "the body is not a JSON object"}
     if path == POSTHOG_BATCH_PATH:
         return 200, {"status": 1}
+    if method == "POST" and path.startswith(WEBHOOK_PREFIX):
+        return 200, {"received": True}
+    if method == "POST" and path.startswith(POSTHOG_PERSONS_PREFIX):
+        return 202, {"deleted": len(body.get("distinct_ids") or [])}
+    if method == "DELETE" and path.startswith(MEMORY_DOCUMENT_PREFIX) and path.count("/") == 2:
+        namespace = unquote(path.split("/")[2])
+        return 200, {"status": "deleted", "namespace": namespace, "deletedDocumentsCount": 1}
     if method == "POST" and _document_namespace(path) is not None:
         document_id = body.get("id") if isinstance(body, dict) else None
         return 200, {"id": document_id or uuid.uuid4().hex, "status": "queued"}

@@ -24,8 +24,11 @@ import sqlalchemy as sa
 from flask import Flask
 
 from console_client import Console, add_staff, csrf_token
-from mentorflow.flows.models import Flow
+from mentorflow.delivery import webhooks
+from mentorflow.flows.models import Flow, Learner
+from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import Delivery
 from mentorflow.tenants import audit
 from mentorflow.tenants.audit import AuditEntry
 from mentorflow.tenants.models import ApiKey, StaffUser
@@ -44,6 +47,7 @@ NOT_AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/admin/account"): "the staff member's own password, which belongs to no org",
     ("POST", "/admin/org/<slug>"): "chooses which org the console shows; changes nothing",
     ("POST", "/admin/settings/integrations/<sink>/test"): "sends a test event; no setting changes",
+    ("POST", "/admin/webhooks/<int:webhook_id>/test"): "sends a test event; no setting changes",
     ("POST", "/admin/flows/<int:flow_id>/validate"): "checks a draft with the validator; "
     "stores nothing",
     ("POST", "/admin/flows/<int:flow_id>/try"): "a preview session of the draft for the staff "
@@ -108,7 +112,9 @@ class World:
 
 
 @pytest.fixture
-def world(ctx: Flask, create_org, publish_flow, learner) -> World:
+def world(ctx: Flask, create_org, publish_flow, learner, monkeypatch) -> World:
+    # Webhook endpoints on this machine (nothing is sent: no worker runs here).
+    monkeypatch.setitem(ctx.config, "ALLOW_PRIVATE_SINKS", True)
     keys = create_org(name="Audited Studio")
     publish_flow(keys.org, SMALL_FLOW)
     publish_flow(keys.org, SMALL_FLOW.read_text().replace("Studio onboarding", "Onboarding 2"))
@@ -195,6 +201,31 @@ def dead_delivery_retry(world: World) -> Any:
     ).scalar()
     event = uuid_text(event_id)
     return form(world, f"/admin/sessions/{world.session_id}/events/{event}/retry", role="mentor")
+
+
+HOOK_URL = "http://127.0.0.1:9/hook"
+
+
+def make_webhook(world: World) -> None:
+    """An endpoint of the org, and an event it has a delivery of (a session started)."""
+    begin_write(db.session)
+    endpoint, _ = webhooks.create_endpoint(world.keys.org.id, world.app.config, url=HOOK_URL)
+    db.session.commit()
+    world.extra["webhook"] = endpoint.id
+    started = world.api("POST", "/flows/onboarding/sessions", json={"external_user_id": "user-9"})
+    assert started.status_code == 201, started.json
+    db.session.rollback()
+    event_id = db.session.scalar(sa.select(Delivery.event_id).where(Delivery.sink == endpoint.sink))
+    world.extra["event"] = uuid_text(event_id)
+    world.extra["learner"] = db.session.scalar(
+        sa.select(Learner.id).where(
+            Learner.org_id == world.keys.org.id, Learner.external_user_id == "user-9"
+        )
+    )
+
+
+def hook(world: World, rest: str = "") -> str:
+    return f"/webhooks/{world.extra['webhook']}{rest}"
 
 
 def uuid_text(value: Any) -> str:
@@ -326,6 +357,86 @@ AUDITED: dict[tuple[str, str], Recipe] = {
         lambda w: w.api("POST", f"/sessions/{w.session_id}/tokens"),
         "session_token.replaced",
         by="key",
+    ),
+    ("POST", "/admin/settings/general/retention"): Recipe(
+        lambda w: form(w, "/admin/settings/general/retention", {"retention_days": "30"}),
+        "settings.retention_changed",
+    ),
+    ("POST", "/admin/webhooks/new"): Recipe(
+        lambda w: form(w, "/admin/webhooks/new", {"url": HOOK_URL}), "webhook.created"
+    ),
+    ("POST", "/admin/webhooks/<int:webhook_id>/edit"): Recipe(
+        lambda w: form(w, "/admin" + hook(w, "/edit"), {"url": HOOK_URL, "enabled": "on"}),
+        "webhook.updated",
+        setup=make_webhook,
+    ),
+    ("POST", "/admin/webhooks/<int:webhook_id>/rotate"): Recipe(
+        lambda w: form(w, "/admin" + hook(w, "/rotate")),
+        "webhook.secret_rotated",
+        setup=make_webhook,
+    ),
+    ("POST", "/admin/webhooks/<int:webhook_id>/delete"): Recipe(
+        lambda w: form(w, "/admin" + hook(w, "/delete")), "webhook.deleted", setup=make_webhook
+    ),
+    ("POST", "/admin/webhooks/<int:webhook_id>/deliveries/<event_id>/replay"): Recipe(
+        lambda w: form(w, "/admin" + hook(w, f"/deliveries/{w.extra['event']}/replay")),
+        "webhook.replayed",
+        setup=make_webhook,
+    ),
+    ("POST", "/admin/webhooks/<int:webhook_id>/replay-failed"): Recipe(
+        lambda w: form(w, "/admin" + hook(w, "/replay-failed"), {"since": "2020-01-01T00:00"}),
+        "webhook.failed_replayed",
+        setup=make_webhook,
+    ),
+    ("POST", "/v1/orgs/<org>/webhooks"): Recipe(
+        lambda w: w.api("POST", "/webhooks", json={"url": HOOK_URL}), "webhook.created", by="key"
+    ),
+    ("PATCH", "/v1/orgs/<org>/webhooks/<int:webhook_id>"): Recipe(
+        lambda w: w.api("PATCH", hook(w), json={"description": "CRM"}),
+        "webhook.updated",
+        by="key",
+        setup=make_webhook,
+    ),
+    ("DELETE", "/v1/orgs/<org>/webhooks/<int:webhook_id>"): Recipe(
+        lambda w: w.api("DELETE", hook(w)), "webhook.deleted", by="key", setup=make_webhook
+    ),
+    ("POST", "/v1/orgs/<org>/webhooks/<int:webhook_id>/rotate-secret"): Recipe(
+        lambda w: w.api("POST", hook(w, "/rotate-secret")),
+        "webhook.secret_rotated",
+        by="key",
+        setup=make_webhook,
+    ),
+    ("POST", "/v1/orgs/<org>/webhooks/<int:webhook_id>/deliveries/<event_id>/replay"): Recipe(
+        lambda w: w.api("POST", hook(w, f"/deliveries/{w.extra['event']}/replay")),
+        "webhook.replayed",
+        by="key",
+        setup=make_webhook,
+    ),
+    ("POST", "/v1/orgs/<org>/webhooks/<int:webhook_id>/replay"): Recipe(
+        lambda w: w.api("POST", hook(w, "/replay"), json={"since": "2020-01-01T00:00:00Z"}),
+        "webhook.failed_replayed",
+        by="key",
+        setup=make_webhook,
+    ),
+    ("DELETE", "/v1/orgs/<org>/learners/<ext>"): Recipe(
+        lambda w: w.api("DELETE", "/learners/user-9"),
+        "learner.erasure_requested",
+        by="key",
+        setup=make_webhook,
+    ),
+    ("DELETE", "/v1/orgs/<org>/sessions/<session_id>"): Recipe(
+        lambda w: w.api("DELETE", f"/sessions/{w.session_id}"),
+        "session.erasure_requested",
+        by="key",
+    ),
+    ("POST", "/admin/learners/<int:learner_id>/erase"): Recipe(
+        lambda w: form(w, f"/admin/learners/{w.extra['learner']}/erase", {"confirm": "user-9"}),
+        "learner.erasure_requested",
+        setup=make_webhook,
+    ),
+    ("POST", "/admin/sessions/<session_id>/erase"): Recipe(
+        lambda w: form(w, f"/admin/sessions/{w.session_id}/erase", {"confirm": w.session_id}),
+        "session.erasure_requested",
     ),
     ("POST", "/v1/orgs/<org>/jobs"): Recipe(
         lambda w: w.api("POST", "/jobs", json={"kind": "export", "flow": "onboarding"}),

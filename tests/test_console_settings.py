@@ -135,6 +135,7 @@ def mutating_forms(studio: Studio) -> dict[str, tuple[str, dict[str, str]]]:
             "/admin/settings/general/analytics",
             {"analytics_answers": "y"},
         ),
+        "settings.save_retention": ("/admin/settings/general/retention", {"retention_days": "30"}),
         "settings.save_integration": (
             "/admin/settings/integrations/posthog",
             {"api_key": "phc_x", "url": "https://x.example"},

@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from mentorflow.delivery import webhooks
 from mentorflow.flows.export import create_export
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
@@ -64,8 +65,15 @@ def api(ctx: Flask, create_org, publish_flow, learner) -> dict[str, Any]:
     walker.start("onboarding")
     begin_write(db.session)
     job = create_export(keys.org, "onboarding", by="fuzz")
+    endpoint, _ = webhooks.create_endpoint(keys.org.id, ctx.config, url="https://hooks.example.com")
     db.session.commit()
-    yield {"keys": keys, "session_id": walker.session_id, "token": walker.token, "job": job.id}
+    yield {
+        "keys": keys,
+        "session_id": walker.session_id,
+        "token": walker.token,
+        "job": job.id,
+        "webhook": endpoint.id,
+    }
     ctx.config["PROPAGATE_EXCEPTIONS"] = None
 
 
@@ -79,7 +87,7 @@ def credential(path: str, api: dict[str, Any]) -> str:
     """Return the credential a route takes: the session's token, a secret or publishable key."""
     if "/sessions/{session_id}" in path:
         return api["token"]
-    if "/jobs/" in path or "/learners/" in path:
+    if "/jobs/" in path or "/learners/" in path or "/webhooks" in path:
         return api["keys"].sk
     return api["keys"].pk
 
@@ -101,6 +109,7 @@ def fuzz(operation: Any, mode: GenerationMode, client: Any, api: dict[str, Any])
         "flow": "onboarding",
         "session_id": api["session_id"],
         "job_id": api["job"],
+        "webhook_id": api["webhook"],
     }
     path_parameters = {k: v for k, v in pinned.items() if f"{{{k}}}" in operation.path}
     headers = {"Authorization": f"Bearer {credential(operation.path, api)}"}

@@ -355,6 +355,8 @@ def test_each_operation_takes_exactly_the_credentials_its_security_names(
         "session_id": walker.session_id,
         "job_id": str(job.id),
         "ext": "user-4711",
+        "webhook_id": "4711",
+        "event_id": str(uuid.uuid4()),
     }
     minted = client.post(
         f"/v1/orgs/{keys.slug}/learners/user-4711/tokens",

@@ -15,9 +15,12 @@ import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy import event
 
+from mentorflow.delivery import webhooks
 from mentorflow.flows import session_locks
 from mentorflow.flows.models import EventKind, StepEvent
+from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import Delivery, OutboxEvent
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 
@@ -30,8 +33,23 @@ class ProtocolTrace:
 
     @property
     def round_trips(self) -> int:
-        """Simple queries and extended-protocol syncs: each waits for the server once."""
-        return sum(1 for line in self.lines if line.split("\t")[2:3] in (["Query"], ["Sync"]))
+        """Simple queries and extended-protocol syncs: each waits for the server once.
+
+        Not counted: psycopg preparing a statement (a named Parse and its Sync, with no
+        Execute), which it does once per connection when a statement has run
+        ``prepare_threshold`` times: a cost per connection, not per request.
+        """
+        count, executed = 0, False
+        for line in self.lines:
+            kind = line.split("\t")[2:3]
+            if kind == ["Execute"]:
+                executed = True
+            elif kind == ["Query"]:
+                count += 1
+            elif kind == ["Sync"]:
+                count += executed
+                executed = False
+        return count
 
     @property
     def statements(self) -> list[str]:
@@ -133,6 +151,40 @@ def test_a_step_commit_costs_four_round_trips(
         headers={"Authorization": f"Bearer {keys.sk}"},
     ).json["events"]
     assert [e["type"] for e in events][-2:] == ["step.completed", "session.completed"]
+
+
+def test_an_org_with_webhook_endpoints_still_commits_a_step_in_four_round_trips(
+    postgresql_only, ctx, create_org, publish_flow, learner, monkeypatch
+):
+    monkeypatch.setitem(ctx.config, "ALLOW_PRIVATE_SINKS", True)
+    keys = create_org("round-trips-webhooks")
+    publish_flow(keys.org, SMALL_FLOW)
+    begin_write(db.session)
+    every, _ = webhooks.create_endpoint(keys.org.id, ctx.config, url="http://127.0.0.1:9/a")
+    completions, _ = webhooks.create_endpoint(
+        keys.org.id, ctx.config, url="http://127.0.0.1:9/b", event_types=["session.completed"]
+    )
+    off, _ = webhooks.create_endpoint(
+        keys.org.id, ctx.config, url="http://127.0.0.1:9/c", enabled=False
+    )
+    db.session.commit()
+    walker = learner(keys)
+    walker.start("onboarding")
+    walker.get()
+    with protocol_trace(db.engine) as trace:
+        response = walker.answer("phase-1-step-1", None, Idempotency_Key="k-1")
+    assert response.status_code == 200
+    assert trace.round_trips == 4, trace.statements
+    # The endpoints were read with the lock, and each event got the deliveries it subscribes to.
+    db.session.rollback()
+    sinks = db.session.execute(
+        sa.select(OutboxEvent.type, Delivery.sink)
+        .join(Delivery, Delivery.event_id == OutboxEvent.id)
+        .where(OutboxEvent.session_id == walker.session_id)
+    ).all()
+    step_sinks = {sink for kind, sink in sinks if kind == "step.completed"}
+    assert every.sink in step_sinks
+    assert completions.sink not in step_sinks and off.sink not in step_sinks
 
 
 def test_a_replay_costs_three_round_trips(postgresql_only, ctx, create_org, publish_flow, learner):

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from flask import current_app
 
+from mentorflow.delivery import webhooks
 from mentorflow.jobs.models import Job
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import OutboxEvent
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 
@@ -20,6 +24,13 @@ def two_orgs(create_org, publish_flow, learner):
     b = create_org("org-b")
     publish_flow(a.org, SMALL_FLOW)
     publish_flow(b.org, SMALL_FLOW)
+    # A webhook endpoint of org A: its session's events get deliveries to it.
+    begin_write(db.session)
+    endpoint, _ = webhooks.create_endpoint(
+        a.org.id, current_app.config, url="https://hooks.example.com/a"
+    )
+    webhook_id = endpoint.id
+    db.session.commit()
     walker_a = learner(a)
     walker_a.start("onboarding")
     walker_b = learner(b)
@@ -45,6 +56,12 @@ def two_orgs(create_org, publish_flow, learner):
         "session_id": walker_a.session_id,
         "job_id": job.id,
         "ext": "user-a",
+        "webhook_id": webhook_id,
+        "event_id": str(
+            db.session.scalar(
+                sa.select(OutboxEvent.id).where(OutboxEvent.session_id == walker_a.session_id)
+            )
+        ),
     }
     return a, b, walker_b, values
 

@@ -60,15 +60,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _init_worker(app: Flask) -> None:
+    from mentorflow.delivery.webhooks import webhook_sinks
+    from mentorflow.flows.erasure import ERASE
     from mentorflow.flows.export import EXPORT_JOB
     from mentorflow.flows.export_api import init_job_starts
     from mentorflow.flows.legacy import LEGACY_IMPORT_JOB
     from mentorflow.flows.migration import MIGRATION_JOB
-    from mentorflow.jobs.runner import register_job_kinds
+    from mentorflow.jobs.runner import register_job_enqueuer, register_job_kinds
+    from mentorflow.platform.outbox import register_sink_router
     from mentorflow.worker.celery_setup import celery_init_app
     from mentorflow.worker.tasks import enqueue_job
 
-    register_job_kinds(app, EXPORT_JOB, LEGACY_IMPORT_JOB, MIGRATION_JOB)
+    register_job_kinds(app, EXPORT_JOB, LEGACY_IMPORT_JOB, MIGRATION_JOB, ERASE)
+    register_job_enqueuer(app, enqueue_job)
+    # Each of an org's webhook endpoints is a sink of the events it subscribes to.
+    register_sink_router(app, webhook_sinks)
     celery_init_app(app)
     init_job_starts(app, enqueue_job)
 
@@ -86,8 +92,11 @@ def _register_blueprints(app: Flask) -> None:
     init_credentials(
         app, session_token_owner=session_token_owner, learner_token_owner=learner_token_owner
     )
+    from mentorflow.delivery.webhooks_api import blp as webhooks_blp
+    from mentorflow.delivery.webhooks_api import register_delivery_wakeup
     from mentorflow.flows.api import blp as flows_blp
     from mentorflow.flows.batch_api import blp as batch_blp
+    from mentorflow.flows.erasure_api import blp as erasure_blp
     from mentorflow.flows.export_api import blp as job_starts_blp
     from mentorflow.flows.feed_api import blp as feed_blp
     from mentorflow.flows.learner_state_api import blp as learner_state_blp
@@ -97,6 +106,7 @@ def _register_blueprints(app: Flask) -> None:
     from mentorflow.flows.stream_api import blp as stream_blp
     from mentorflow.jobs.api import blp as jobs_blp
     from mentorflow.tenants.audit_api import blp as audit_blp
+    from mentorflow.worker.wakeup import wake_workers
 
     api.register_blueprint(flows_blp)
     api.register_blueprint(batch_blp)
@@ -109,6 +119,10 @@ def _register_blueprints(app: Flask) -> None:
     api.register_blueprint(jobs_blp)
     api.register_blueprint(job_starts_blp)
     api.register_blueprint(audit_blp)
+    api.register_blueprint(webhooks_blp)
+    api.register_blueprint(erasure_blp)
+    # A replay makes deliveries due: wake the workers as a commit of new events does.
+    register_delivery_wakeup(app, lambda: wake_workers([]))
 
     from mentorflow.admin.console import csrf, init_console
     from mentorflow.admin.player import bp as player_bp
@@ -127,6 +141,8 @@ def _register_blueprints(app: Flask) -> None:
     csrf.exempt(jobs_blp)
     csrf.exempt(job_starts_blp)
     csrf.exempt(audit_blp)
+    csrf.exempt(webhooks_blp)
+    csrf.exempt(erasure_blp)
     init_console(app)
 
 

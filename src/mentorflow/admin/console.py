@@ -12,7 +12,16 @@ from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.theme import Bootstrap4Theme
 from flask_wtf import CSRFProtect
 
-from mentorflow.admin import analytics, audit, jobs, learner_pages, live, sessions, settings
+from mentorflow.admin import (
+    analytics,
+    audit,
+    jobs,
+    learner_pages,
+    live,
+    sessions,
+    settings,
+    webhooks,
+)
 from mentorflow.admin.access import ConsoleView, current_seat, seat
 from mentorflow.admin.auth import bp as auth_bp
 from mentorflow.admin.auth import login_manager
@@ -145,6 +154,7 @@ def init_console(app: Flask, extra_views: list[Any] | None = None) -> Admin:
         *live.views(),
         *settings.views(),
         *audit.views(),
+        *webhooks.views(),
         *(extra_views or []),
     ]
     for view in menu:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,6 +12,7 @@ from flask_admin import expose
 
 from mentorflow.admin.access import for_org, requires, seat
 from mentorflow.admin.learners import PAGE_SIZE, LearnerView, org_flows, requested_page
+from mentorflow.delivery.sinks.base import NOT_CONFIGURED
 from mentorflow.flows.analytics import sessions_per_flow
 from mentorflow.flows.export import RAW_SUFFIX, create_export
 from mentorflow.flows.models import Flow
@@ -17,6 +20,7 @@ from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.jobs.runner import file_expires_at, job_file
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import Delivery, DeliveryStatus
 from mentorflow.tenants import audit
 from mentorflow.tenants.models import Role
 from mentorflow.worker import tasks
@@ -91,6 +95,7 @@ class JobsView(LearnerView):
             downloadable=_downloadable(job),
             raw_downloadable=_downloadable(job, RAW_SUFFIX),
             expires_at=file_expires_at(job, int(current_app.config["EXPORT_RETENTION"])),
+            downstream=erasure_downstream(job),
         )
 
     @expose("/<int:job_id>/download")
@@ -112,6 +117,26 @@ class JobsView(LearnerView):
             as_attachment=True,
             download_name=f"{org.slug}-{job.params.get('flow', 'export')}-{job.id}{path.suffix}",
         )
+
+
+def erasure_downstream(job: Job) -> list[dict[str, Any]]:
+    """Return, for an erase job, each sink's deliveries of its events by outcome: delivered,
+    pending, dead, or "not configured" (a sink that lacks the setting to carry it out)."""
+    if job.kind != "erase" or not job.result:
+        return []
+    ids = [uuid.UUID(event_id) for event_id in job.result.get("events") or []]
+    rows = db.session.execute(
+        sa.select(Delivery.sink, Delivery.status, Delivery.last_error).where(
+            Delivery.event_id.in_(ids)
+        )
+    ).all()
+    by_sink: dict[str, Counter[str]] = {}
+    for sink, status, error in rows:
+        label = str(status)
+        if status == DeliveryStatus.DEAD and (error or "").startswith(NOT_CONFIGURED):
+            label = "not configured"
+        by_sink.setdefault(sink, Counter())[label] += 1
+    return [{"sink": sink, "outcomes": dict(by_sink[sink])} for sink in sorted(by_sink)]
 
 
 def _downloadable(job: Job, suffix: str | None = None) -> bool:

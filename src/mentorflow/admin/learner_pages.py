@@ -7,19 +7,22 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from flask import request
+from flask import abort, flash, redirect, request, url_for
 from flask_admin import expose
 from sqlalchemy.orm import selectinload
 
 from mentorflow.admin.access import current_seat, for_org, requires, seat
 from mentorflow.admin.learners import PAGE_SIZE, LearnerView, requested_page
+from mentorflow.flows import erasure
 from mentorflow.flows.analytics import build_timeline, session_progress
 from mentorflow.flows.authoring import compiled_flow
 from mentorflow.flows.learner_state import read_state, state_history
 from mentorflow.flows.learners import learner_summary
 from mentorflow.flows.models import Learner, LearnerSession, StepEvent
+from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Role
+from mentorflow.worker import tasks
 
 #: The most moves a learner's timeline shows (the latest ones).
 TIMELINE_LIMIT = 500
@@ -108,6 +111,28 @@ class LearnersView(LearnerView):
             state_history=state_history(learner, STATE_HISTORY_LIMIT),
             state_history_limit=STATE_HISTORY_LIMIT,
         )
+
+    @expose("/<int:learner_id>/erase", methods=["POST"])
+    @requires(Role.ADMIN)
+    def erase(self, learner_id: int) -> Any:
+        current = seat()
+        learner = for_org(Learner, learner_id)
+        ext = learner.external_user_id
+        if (request.form.get("confirm") or "").strip() != ext:
+            flash(f"Not erased: type {ext} to confirm.", "danger")
+            return redirect(self.get_url(".details", learner_id=learner_id))
+        begin_write(db.session)
+        job = erasure.request_learner_erasure(current.org, ext, by=current.user.email)
+        if job is None:
+            abort(404)
+        db.session.commit()
+        try:
+            tasks.enqueue_job(job.id)
+        except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
+            flash(f"Erasure saved as job {job.id}; the workers could not be reached ({exc}).")
+        else:
+            flash(f"Erasing {ext}: this page follows the job and shows its receipt.", "success")
+        return redirect(url_for("console_jobs.details", job_id=job.id))
 
 
 def views() -> list[Any]:

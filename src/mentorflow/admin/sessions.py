@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, request
+from flask import abort, flash, redirect, request, url_for
 from flask_admin import expose
 from sqlalchemy.orm import selectinload
 
@@ -23,6 +23,7 @@ from mentorflow.admin.learners import (
     version_of,
 )
 from mentorflow.delivery import services as delivery
+from mentorflow.flows import erasure
 from mentorflow.flows.analytics import (
     answers_by_step,
     build_timeline,
@@ -231,6 +232,27 @@ class SessionsView(LearnerView):
         else:
             flash(f"Queued {deliveries} again; the workers are on it.", "success")
         return redirect(target)
+
+    @expose("/<session_id>/erase", methods=["POST"])
+    @requires(Role.ADMIN)
+    def erase(self, session_id: str) -> Any:
+        current = seat()
+        session = for_org(LearnerSession, session_id)
+        if (request.form.get("confirm") or "").strip() != session.id:
+            flash("Not erased: type the session id to confirm.", "danger")
+            return redirect(self.get_url(".details", session_id=session_id))
+        begin_write(db.session)
+        job = erasure.request_session_erasure(current.org, session_id, by=current.user.email)
+        if job is None:
+            abort(404)
+        db.session.commit()
+        try:
+            tasks.enqueue_job(job.id)
+        except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
+            flash(f"Erasure saved as job {job.id}; the workers could not be reached ({exc}).")
+        else:
+            flash("Erasing the session: this page follows the job and shows its receipt.")
+        return redirect(url_for("console_jobs.details", job_id=job.id))
 
 
 def views() -> list[Any]:

@@ -11,6 +11,7 @@ from flask.cli import with_appcontext
 from mentorflow.cli.common import fail, org_for_write
 from mentorflow.delivery.integrations import set_integration
 from mentorflow.delivery.sinks import sink_types
+from mentorflow.flows import erasure
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import audit
@@ -52,12 +53,18 @@ def org_create(slug: str, name: str) -> None:
     help="Send step answers and message content to PostHog (off by default: ids, types and "
     "timings only).",
 )
+@click.option(
+    "--retention-days",
+    type=int,
+    help="Erase completed and abandoned sessions older than N days (1 to 3650; 0 keeps them).",
+)
 @with_appcontext
 def org_set(
     slug: str,
     allowed_origins: str | None,
     abandon_after: str | None,
     analytics_answers: str | None,
+    retention_days: int | None,
 ) -> None:
     """Change an organization's settings."""
     target = org_for_write(slug)
@@ -65,6 +72,7 @@ def org_set(
         "allowed_origins": target.allowed_origins,
         **_abandon(target),
         "analytics_answers": answers_sent(target.settings),
+        "retention_days": erasure.retention_days_of(target),
     }
     if analytics_answers is not None:
         set_analytics_answers(target, analytics_answers == "on")
@@ -76,21 +84,26 @@ def org_set(
             if abandon_after is None
             else tenant_services.parse_abandon_after(abandon_after),
         )
-    except tenant_services.TenantError as exc:
+        if retention_days is not None:
+            erasure.set_retention_days(target, retention_days)
+    except (tenant_services.TenantError, erasure.ErasureError) as exc:
         fail(str(exc))
     after = {
         "allowed_origins": target.allowed_origins,
         **_abandon(target),
         "analytics_answers": answers_sent(target.settings),
+        "retention_days": erasure.retention_days_of(target),
     }
     audit.record(target.id, "settings.changed", f"org:{target.slug}", before=before, after=after)
     db.session.commit()
     ttl = target.abandon_after(current_app.config["ABANDON_AFTER"])
     origins = ", ".join(target.allowed_origins) or "(none)"
     answers = "on" if answers_sent(target.settings) else "off"
+    days = erasure.retention_days_of(target)
+    retention = f"{days} days" if days else "kept"
     click.echo(
         f"{target.slug}: allowed origins {origins}; abandon after {ttl}s; "
-        f"analytics answers {answers}"
+        f"analytics answers {answers}; retention {retention}"
     )
 
 
@@ -104,6 +117,12 @@ def org_set(
     default=None,
     help="PostHog only: include answers in event properties (off by default).",
 )
+@click.option(
+    "--personal-api-key",
+    help="PostHog only: a personal API key (persons:write) that erasures delete persons with "
+    "(stored encrypted).",
+)
+@click.option("--project-id", help="PostHog only: the project id erasures delete persons in.")
 @click.option("--clear", is_flag=True, help="Forget the org's credentials; use the platform's.")
 @with_appcontext
 def org_integrate(
@@ -112,6 +131,8 @@ def org_integrate(
     api_key: str | None,
     url: str | None,
     send_answers: bool | None,
+    personal_api_key: str | None,
+    project_id: str | None,
     clear: bool,
 ) -> None:
     """Give an organization its own PostHog or Supermemory credentials."""
@@ -124,6 +145,8 @@ def org_integrate(
             api_key=api_key,
             url=url,
             send_answers=send_answers,
+            personal_api_key=personal_api_key,
+            project_id=project_id,
             clear=clear,
         )
     except tenant_services.TenantError as exc:
@@ -138,7 +161,7 @@ def org_integrate(
     shown = {
         k: v
         for k, v in target.settings["integrations"].get(sink, {}).items()
-        if k != "api_key_encrypted"
+        if not k.endswith("_encrypted")
     }
     has_key = "api_key_encrypted" in target.settings["integrations"].get(sink, {})
     click.echo(f"{slug}: {sink} {'(own key) ' if has_key else ''}{shown or '(platform defaults)'}")

@@ -27,6 +27,8 @@ def set_integration(
     api_key: str | None = None,
     url: str | None = None,
     send_answers: bool | None = None,
+    personal_api_key: str | None = None,
+    project_id: str | None = None,
     clear: bool = False,
 ) -> Org:
     """Set (or clear) the org's own credentials for a sink; the key is stored encrypted."""
@@ -54,6 +56,18 @@ def set_integration(
             current["send_answers"] = send_answers
             # One opt-in for the org: the integration's checkbox is the org's setting.
             settings[ANALYTICS_ANSWERS] = send_answers
+        if personal_api_key is not None or project_id is not None:
+            if sink != "posthog":
+                raise TenantError("a personal API key and project id apply to PostHog only")
+            # What erasures delete PostHog persons with (see sinks.posthog.PersonDeletion).
+            if personal_api_key is not None:
+                current["personal_api_key_encrypted"] = encrypt_secret(
+                    personal_api_key.strip(), config
+                )
+            if project_id is not None:
+                if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", project_id.strip()):
+                    raise TenantError("the PostHog project id is a number such as 12345")
+                current["project_id"] = project_id.strip()
         integrations[sink] = current
     settings["integrations"] = integrations
     org.settings = settings
@@ -82,6 +96,9 @@ def integration_status(
                 "url": url,
                 "own_url": own.get(sink_type.url_field),
                 "send_answers": analytics_answers(org_settings),
+                "person_deletion": bool(
+                    own.get("personal_api_key_encrypted") and own.get("project_id")
+                ),
             }
         )
     return rows

@@ -32,6 +32,7 @@ from flask import current_app
 
 from mentorflow.delivery.dispatch import Call, Dispatcher
 from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, Sink, build_sink
+from mentorflow.delivery.webhooks import build_webhook_sink, endpoint_id_of
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbound import deadline
@@ -291,7 +292,11 @@ class SinkCache:
     def get(self, name: str, org: str, org_settings: Mapping[str, Any]) -> Sink:
         key = (name, org)
         if key not in self._sinks:
-            self._sinks[key] = build_sink(name, org_settings, current_app.config)
+            endpoint_id = endpoint_id_of(name)
+            if endpoint_id is not None:
+                self._sinks[key] = build_webhook_sink(endpoint_id, current_app.config)
+            else:
+                self._sinks[key] = build_sink(name, org_settings, current_app.config)
         return self._sinks[key]
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mentorflow.delivery import webhooks
 from mentorflow.flows.authoring import VersionInfo, version_info
 from mentorflow.flows.document import takes_answer
 from mentorflow.flows.engine import PRIVATE_STEP_FIELD
@@ -180,7 +181,12 @@ def session_query(*, for_update: bool) -> sa.Select:
             LearnerSession.org_id == sa.bindparam("org_id"),
         )
     )
-    return stmt.with_for_update(of=LearnerSession) if for_update else stmt
+    if not for_update:
+        return stmt
+    # The org's webhook endpoints come with the lock: the events of the commit need them.
+    return stmt.add_columns(webhooks.endpoints_column(LearnerSession.org_id)).with_for_update(
+        of=LearnerSession
+    )
 
 
 # Built once: the hot path runs these on the driver's cursor of its write transaction's
@@ -234,7 +240,11 @@ def lock_session(
 ) -> SessionRecord | None:
     """Return the org's session, its row locked until the transaction ends."""
     params = {"session_id": session_id, "org_id": org_id}
-    return record_of_row(_LOCK_SESSION.first(connection or db.session.connection(), params))
+    connection = connection or db.session.connection()
+    row = _LOCK_SESSION.first(connection, params)
+    if row is not None:
+        webhooks.prime_endpoints(connection, org_id, row.pop("webhook_endpoints"))
+    return record_of_row(row)
 
 
 def find_session(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from mentorflow.delivery import webhooks
 from mentorflow.flows.learner_sessions import SessionRecord, record_of_row, session_query
 from mentorflow.flows.models import LearnerSession
 from mentorflow.platform.db import DriverStatement, utcnow
@@ -22,6 +23,7 @@ def _session_and_stored_query() -> sa.Select:
     return (
         session_query(for_update=False)
         .add_columns(
+            webhooks.endpoints_column(LearnerSession.org_id),
             IdempotencyKey.request_hash.label("stored_request_hash"),
             IdempotencyKey.status_code.label("stored_status_code"),
             IdempotencyKey.response_body.label("stored_response_body"),
@@ -52,6 +54,7 @@ def lock_session_and_stored(
     row = _LOCK_SESSION_AND_STORED.first(connection, params)
     if row is None:
         return None, None
+    webhooks.prime_endpoints(connection, org_id, row.pop("webhook_endpoints"))
     request_hash = row.pop("stored_request_hash")
     status_code = row.pop("stored_status_code")
     body = row.pop("stored_response_body")

@@ -42,7 +42,7 @@ class JobSchema(ma.Schema):
     )
     kind = fields.String(
         required=True,
-        metadata={"description": "export_sessions, legacy_import or migrate_sessions"},
+        metadata={"description": "export_sessions, legacy_import, migrate_sessions or erase"},
     )
     status = fields.String(
         required=True, validate=validate.OneOf([str(status) for status in JobStatus])
@@ -57,7 +57,8 @@ class JobSchema(ma.Schema):
             "type": "object",
             "description": "What the job produced once completed (an export: rows, columns, "
             "file, raw_file, flow; a migration: version, moved and pinned, each a list of "
-            "{session_id, learner, from_version, from_step_id, to_step_id, reason}); null before",
+            "{session_id, learner, from_version, from_step_id, to_step_id, reason}; an erasure: "
+            "its receipt, what was removed where); null before",
         },
     )
     error = fields.String(required=True, allow_none=True)

@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
+from mentorflow.platform.outbox import call_after_commit
 from mentorflow.tenants.models import Org
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,22 @@ def register_job_kinds(app: Flask, *kinds: JobKind) -> None:
     registry = app.extensions.setdefault(_KINDS, {})
     for kind in kinds:
         registry[kind.name] = kind
+
+
+_ENQUEUER = "mentorflow.job_enqueuer"
+
+
+def register_job_enqueuer(app: Flask, enqueue: Callable[[int], Any]) -> None:
+    """Make ``enqueue(job_id)`` the way ``app`` hands a job to the workers."""
+    app.extensions[_ENQUEUER] = enqueue
+
+
+def enqueue_after_commit(job_id: int) -> None:
+    """Hand the job to the workers once the current transaction commits (a lost message is
+    found by the stale-job sweep)."""
+    enqueue = current_app.extensions.get(_ENQUEUER)
+    if enqueue is not None:
+        call_after_commit(lambda: enqueue(job_id), None)
 
 
 def job_kind(name: str) -> JobKind | None:

@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "SINK_TIMEOUT": 10,
     # Let sinks reach loopback and private addresses (development, tests); off in production.
     "ALLOW_PRIVATE_SINKS": False,
+    # Seconds a webhook endpoint may fail every attempt before it is disabled (3 days).
+    "WEBHOOK_DISABLE_AFTER": 3 * 24 * 3600,
+    # Sessions the beat's retention sweep erases per org and run (the rest wait a run).
+    "RETENTION_BATCH_SIZE": 200,
     # How often the beat re-enqueues due deliveries (a lost wake-up waits at most this long).
     "SWEEP_INTERVAL_SECONDS": 15,
     # Fernet key for per-org integration credentials; empty derives one from SECRET_KEY.
@@ -168,6 +172,12 @@ def finalize(config: dict[str, Any], instance_path: Path) -> None:
     config["SESSION_COOKIE_SECURE"] = bool(config.get("SECURE_COOKIES"))
     config["SINKS"] = _as_list(config["SINKS"])
     config["TRUSTED_PROXIES"] = _proxy_count(config["TRUSTED_PROXIES"])
+    config["WEBHOOK_DISABLE_AFTER"] = _bounded_seconds(
+        "WEBHOOK_DISABLE_AFTER", config["WEBHOOK_DISABLE_AFTER"], 1, MAX_DURATION
+    )
+    config["RETENTION_BATCH_SIZE"] = _bounded_seconds(
+        "RETENTION_BATCH_SIZE", config["RETENTION_BATCH_SIZE"], 1, 10000
+    )
     config["ABANDON_AFTER"] = _bounded_seconds(
         "ABANDON_AFTER", config["ABANDON_AFTER"], MIN_ABANDON_AFTER, MAX_DURATION
     )

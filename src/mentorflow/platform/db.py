@@ -97,7 +97,21 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=15000")
+    # A deleted row's bytes are overwritten, not left in a free page: an erasure must not
+    # leave the learner's answers readable in the database file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+
+
+def checkpoint_sqlite(session: Any) -> None:
+    """On SQLite, copy the write-ahead log into the database and empty it (the log still
+    holds the pages of rows deleted since the last checkpoint); nothing elsewhere."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    # Best effort: a reader still on an old snapshot keeps the log until it ends, and the
+    # next automatic checkpoint overwrites it.
+    session.execute(sa.text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    session.rollback()
 
 
 def _begin_sqlite(connection: sa.Connection) -> None:
@@ -190,6 +204,27 @@ class DriverStatement:
             key: value if process is None else process(value)
             for (key, process), value in zip(compiled.columns, row, strict=True)
         }
+
+    def all(self, connection: sa.Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run a SELECT; return its rows as ``{column key: value}`` (also inside a psycopg
+        pipeline, where fetching syncs it)."""
+        compiled = self._compile(connection.dialect)
+        cursor, owned = _driver_cursor(connection)
+        try:
+            cursor.execute(compiled.sql, compiled.bind(params))
+            rows = cursor.fetchall()
+        except connection.dialect.loaded_dbapi.Error as exc:
+            raise _driver_error(connection, exc, cursor, compiled.sql, params) from exc
+        finally:
+            if owned:
+                cursor.close()
+        return [
+            {
+                key: value if process is None else process(value)
+                for (key, process), value in zip(compiled.columns, row, strict=True)
+            }
+            for row in rows
+        ]
 
 
 #: A part of :func:`execute_together`: a write, its parameters, and whether it must return a

@@ -47,6 +47,8 @@ class EventType(enum.StrEnum):
     SESSION_CLAIMED = "session.claimed"
     LEARNER_STATE_CHANGED = "learner.state_changed"
     SESSION_MIGRATED = "session.migrated"
+    LEARNER_ERASED = "learner.erased"
+    SESSION_ERASED = "session.erased"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -277,10 +279,26 @@ def write_in(
         statement.execute(db.session.connection(), params)
 
 
-def event_sinks(org_id: int, event_type: EventType | str) -> list[str]:
-    """Return the sinks an event gets one pending delivery each: decided here, and only here,
-    for every way an event is written (at once, or held for one statement)."""
-    return list(current_app.config["SINKS"])
+_ROUTERS = "mentorflow.sink_routers"
+#: Returns the further sinks (beyond ``SINKS``) an org's event of a type goes to, reading on
+#: the connection given: e.g. the org's webhook endpoints.
+SinkRouter = Callable[[sa.Connection, int, str], list[str]]
+
+
+def register_sink_router(app: Flask, router: SinkRouter) -> None:
+    """Let ``router`` add sinks to each event ``app`` emits (see :func:`sinks_for_event`)."""
+    routers = app.extensions.setdefault(_ROUTERS, [])
+    if router not in routers:
+        routers.append(router)
+
+
+def sinks_for_event(connection: sa.Connection, org_id: int, event_type: str) -> list[str]:
+    """Return the sinks an event gets a delivery for: every configured sink (``SINKS``), then
+    those the registered routers add (the org's webhook endpoints subscribed to the type)."""
+    sinks = list(current_app.config["SINKS"])
+    for router in current_app.extensions.get(_ROUTERS, ()):
+        sinks.extend(router(connection, org_id, event_type))
+    return sinks
 
 
 def emit_event(
@@ -291,7 +309,7 @@ def emit_event(
     session_id: str | None = None,
     transaction: WriteTransaction | None = None,
 ) -> uuid.UUID:
-    """Add an outbox event and a pending delivery per sink (:func:`event_sinks`) to this
+    """Add an outbox event and a pending delivery per sink (:func:`sinks_for_event`) to this
     transaction (``transaction``, else the ORM session's).
 
     A preview session's event (``payload["preview"]``, a staff member trying a draft) is
@@ -307,7 +325,7 @@ def emit_event(
     }
     if payload.get("preview"):
         return event["id"]
-    sinks = event_sinks(org_id, event_type)
+    sinks = sinks_for_event(connection_for(transaction), org_id, str(event_type))
     if transaction:
         transaction.add_event(event, sinks)
     else:

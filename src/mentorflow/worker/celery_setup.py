@@ -47,6 +47,14 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, Any]]:
             "task": "mentorflow.worker.tasks.purge_expired_exports",
             "schedule": timedelta(hours=1),
         },
+        "prune-webhook-attempts": {
+            "task": "mentorflow.worker.tasks.prune_webhook_attempts",
+            "schedule": timedelta(hours=6),
+        },
+        "erase-expired-sessions": {
+            "task": "mentorflow.worker.tasks.erase_expired_sessions",
+            "schedule": timedelta(hours=1),
+        },
     }
 
 

@@ -10,7 +10,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from flask import current_app
 
 from mentorflow.delivery import services as delivery
-from mentorflow.flows import learner_sessions, preview
+from mentorflow.delivery import webhooks
+from mentorflow.flows import erasure, learner_sessions, preview
 from mentorflow.jobs import runner as jobs
 from mentorflow.platform import idempotency
 from mentorflow.platform.db import begin_write
@@ -86,10 +87,38 @@ def delete_expired_previews() -> int:
     return count
 
 
+@shared_task(name="mentorflow.worker.tasks.prune_webhook_attempts")
+def prune_webhook_attempts() -> int:
+    """Delete webhook log entries past their 30 days."""
+    begin_write(db.session)
+    count = webhooks.prune_attempts()
+    db.session.commit()
+    return count
+
+
 @shared_task(name="mentorflow.worker.tasks.purge_expired_exports")
 def purge_expired_exports() -> int:
     """Delete export files older than ``MENTORFLOW_EXPORT_RETENTION``."""
     return jobs.purge_expired_files(int(current_app.config["EXPORT_RETENTION"]))
+
+
+@shared_task(name="mentorflow.worker.tasks.erase_expired_sessions")
+def erase_expired_sessions() -> int:
+    """Erase each org's closed sessions past its ``retention_days``: a batch per org, each
+    an erase job whose result is the receipt. Return how many jobs ran."""
+    ran = 0
+    for org_id, days in erasure.orgs_with_retention():
+        try:
+            job_id = erasure.create_retention_job(org_id, days)
+        except Exception:
+            db.session.rollback()
+            log.exception("retention sweep failed for org id %s", org_id)
+            continue
+        if job_id is not None:
+            jobs.run_job(job_id)
+            ran += 1
+    db.session.rollback()
+    return ran
 
 
 @shared_task(name="mentorflow.worker.tasks.run_job")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, flash, redirect
+from flask import current_app, flash, redirect, request
 from flask_admin import expose
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, StringField, TextAreaField
@@ -13,6 +13,7 @@ from wtforms.validators import DataRequired, ValidationError
 from mentorflow.admin.access import ConsoleView, requires, seat
 from mentorflow.admin.settings.base import lock_org
 from mentorflow.delivery.integrations import integration_status
+from mentorflow.flows import erasure
 from mentorflow.platform.extensions import db
 from mentorflow.tenants import audit
 from mentorflow.tenants import services as tenant_services
@@ -171,6 +172,35 @@ class GeneralPages(ConsoleView):
             "PostHog now receives answers and message content."
             if form.analytics_answers.data
             else "PostHog now receives no answers or message content: ids, types and timings only.",
+            "success",
+        )
+        return redirect(self.get_url(".general"))
+
+    @expose("/general/retention", methods=["POST"])
+    @requires(Role.ADMIN)
+    def save_retention(self) -> Any:
+        raw = (request.form.get("retention_days") or "0").strip()
+        org = lock_org()
+        before = erasure.retention_days_of(org)
+        try:
+            updated = erasure.set_retention_days(org, int(raw) if raw.isdigit() else -1)
+        except erasure.ErasureError as exc:
+            db.session.rollback()
+            flash(f"Not saved: {exc}.", "danger")
+            return redirect(self.get_url(".general"))
+        kept = erasure.retention_days_of(updated)
+        audit.record(
+            org.id,
+            "settings.retention_changed",
+            f"org:{org.slug}",
+            before={"retention_days": before},
+            after={"retention_days": kept},
+        )
+        db.session.commit()
+        flash(
+            f"Closed sessions older than {kept} days are now erased automatically."
+            if kept
+            else "Sessions are kept: no automatic erasure.",
             "success",
         )
         return redirect(self.get_url(".general"))

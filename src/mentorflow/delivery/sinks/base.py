@@ -32,6 +32,13 @@ class OutboundEvent:
     created_at: datetime
 
 
+#: The events that erase a learner or a session: each sink deletes what it holds of them.
+ERASED_TYPES = frozenset({"learner.erased", "session.erased"})
+#: How a delivery that could not be carried out for want of a setting begins its error: the
+#: console shows such a delivery as "not configured", never as delivered.
+NOT_CONFIGURED = "Not configured:"
+
+
 class DeliveryFailed(Exception):
     """A delivery did not happen; ``retryable`` says whether trying again can help."""
 

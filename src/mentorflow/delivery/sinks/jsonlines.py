@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from datetime import datetime
@@ -37,6 +38,8 @@ class JsonLinesSink:
         # One O_APPEND write per line, so lines from concurrent worker processes don't interleave.
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            # Shared with other writers; an erasure rewriting the file holds it alone.
+            fcntl.flock(fd, fcntl.LOCK_SH)
             os.write(fd, data)
         finally:
             os.close(fd)
@@ -51,6 +54,29 @@ class JsonLinesSink:
 
     def close(self) -> None:
         """Release the sink; it holds nothing between deliveries."""
+
+
+def forget_lines(path: Path, needles: list[bytes]) -> int:
+    """Remove the lines of ``path`` that contain any of ``needles`` (an erasure); return how
+    many. The file is rewritten in place under an exclusive lock, so no append is lost."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            lines = handle.readlines()
+        kept = [line for line in lines if not any(needle in line for needle in needles)]
+        if len(kept) != len(lines):
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            data = memoryview(b"".join(kept))
+            while data:
+                data = data[os.write(fd, data) :]
+        return len(lines) - len(kept)
+    finally:
+        os.close(fd)
 
 
 def _json_default(value: Any) -> Any:

@@ -9,6 +9,7 @@ import httpx
 import supermemory
 
 from mentorflow.delivery.sinks.base import (
+    ERASED_TYPES,
     DeliveryFailed,
     OutboundEvent,
     RequestFor,
@@ -128,7 +129,11 @@ class MemorySink:
         )
 
     def deliver(self, event: OutboundEvent) -> None:
-        """Upsert the step's document; return at once for events that make none."""
+        """Upsert the step's document (an erasure: delete the containers); return at once for
+        events that make none."""
+        if event.type in ERASED_TYPES:
+            self._erase(event)
+            return
         document = _prepared(event)
         if document is None:
             return
@@ -139,18 +144,32 @@ class MemorySink:
             except (supermemory.SupermemoryError, OutboundRefused) as exc:
                 raise self._failure(exc) from exc
 
+    def _erase(self, event: OutboundEvent) -> None:
+        # Deleting a namespace deletes every document and memory in it; one that was never
+        # written (404) has nothing to delete. A redelivery deletes nothing more.
+        with deadline(self.policy.timeout):
+            for namespace in event.payload.get("memory_containers") or []:
+                try:
+                    self._client.namespaces.delete(namespace)
+                except supermemory.NotFoundError:
+                    continue
+                except (supermemory.SupermemoryError, OutboundRefused) as exc:
+                    raise self._failure(exc) from exc
+
     def batch_key(self, event: OutboundEvent) -> str:
         """One call for all of an org's events of a worker batch: it makes one
-        ``documents.batch_add`` per namespace, in turn, on the connections it keeps open.
-
-        A call per namespace (per learner session) meant a call, a connection and a
-        commit of the outcomes per event or two.
-        """
+        ``documents.batch_add`` per namespace, in turn, on the connections it keeps open (a
+        call per namespace meant a call, a connection and a commit per event or two). An
+        erasure goes alone."""
+        if event.type in ERASED_TYPES:
+            return f"erase:{event.id}"
         return ""
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
         """Upsert the documents of ``events``: one ``documents.batch_add`` call per namespace,
         all within one deadline."""
+        if any(event.type in ERASED_TYPES for event in events):
+            return [outcome_of(self.deliver, event) for event in events]
         with deadline(self.policy.timeout):
             return self._add_documents(events)
 
@@ -246,8 +265,15 @@ def _connect(
     return MemorySink(api_key, base_url, policy=policy)
 
 
+def memory_erasure(event: OutboundEvent) -> dict[str, Any] | None:
+    """Return what an erasure event deletes (the dry run's record of it), else None."""
+    if event.type not in ERASED_TYPES:
+        return None
+    return {"delete_namespaces": list(event.payload.get("memory_containers") or [])}
+
+
 def _dry_run(own: Mapping[str, Any]) -> RequestFor:
-    return memory_document
+    return lambda event: memory_erasure(event) or memory_document(event)
 
 
 register(

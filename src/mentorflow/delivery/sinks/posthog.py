@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import posthog
 import requests
@@ -12,6 +14,8 @@ from posthog.request import APIError as PostHogAPIError
 from posthog.request import batch_post as posthog_batch_post
 
 from mentorflow.delivery.sinks.base import (
+    ERASED_TYPES,
+    NOT_CONFIGURED,
     DeliveryFailed,
     OutboundEvent,
     RequestFor,
@@ -87,8 +91,10 @@ class PostHogSink:
         *,
         send_answers: bool = False,
         policy: OutboundPolicy = PUBLIC_ONLY,
+        erasure: PersonDeletion | None = None,
     ) -> None:
         self.api_key = api_key
+        self.erasure = erasure
         self.host = host
         self.policy = policy
         self.send_answers = send_answers
@@ -109,14 +115,32 @@ class PostHogSink:
         raise_first(self.deliver_batch([event]))
 
     def batch_key(self, event: OutboundEvent) -> str:
-        """One batch request takes any of this project's events."""
-        return ""
+        """One batch request takes any of this project's events; an erasure goes alone."""
+        return f"erase:{event.id}" if event.type in ERASED_TYPES else ""
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
         """Capture ``events`` in one batch request (PostHog dedupes on each event's uuid),
-        all within one deadline."""
+        all within one deadline; an erasure deletes the persons instead."""
         with deadline(self.policy.timeout):
+            if any(event.type in ERASED_TYPES for event in events):
+                return [outcome_of(self._delete_persons, event) for event in events]
             return self._capture_batch(events)
+
+    def _delete_persons(self, event: OutboundEvent) -> None:
+        deletion = person_deletion_request(event, self.erasure, self.host)
+        try:
+            response = self._session.post(
+                deletion["url"],
+                json=deletion["json"],
+                headers={"Authorization": f"Bearer {self.erasure.personal_api_key}"},
+                timeout=self.policy.timeout,
+            )
+            status = response.status_code
+            response.close()
+        except (requests.RequestException, OutboundRefused) as exc:
+            raise unanswered("PostHog", self.host, exc) from exc
+        if not 200 <= status < 300:
+            raise answered("PostHog", status, also_retryable=(408, 429))
 
     def _capture_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
         outcomes: list[DeliveryFailed | None] = [None] * len(events)
@@ -169,6 +193,49 @@ class PostHogSink:
         """Release the sink; its client is shared per process (see :func:`close_clients`)."""
 
 
+@dataclass(frozen=True)
+class PersonDeletion:
+    """What deleting PostHog persons takes: a personal API key (persons:write), the project
+    id and the app host of its private API (``api_host``; else derived from the ingestion
+    host: ``us.i.posthog.com`` → ``us.posthog.com``)."""
+
+    personal_api_key: str
+    project_id: str
+    api_host: str | None = None
+
+    @classmethod
+    def from_settings(cls, own: Mapping[str, Any]) -> PersonDeletion | None:
+        """Return the org's person-deletion settings, or None when they are not all set."""
+        key, project = own.get("personal_api_key"), own.get("project_id")
+        if not key or not project:
+            return None
+        return cls(str(key), str(project), own.get("api_host") or None)
+
+
+def person_deletion_request(
+    event: OutboundEvent, erasure: PersonDeletion | None, host: str
+) -> dict[str, Any]:
+    """Return the request deleting the persons of an erasure event (PostHog's documented
+    ``persons/bulk_delete``, with their events); raise DeliveryFailed (not retryable) when the
+    org has not configured person deletion."""
+    if erasure is None:
+        raise DeliveryFailed(
+            f"{NOT_CONFIGURED} PostHog person deletion needs the organization's personal API "
+            "key and project id (console: Settings, Integrations; CLI: mentorflow org "
+            "integrate ORG posthog --personal-api-key KEY --project-id ID). The persons were "
+            "not deleted.",
+            retryable=False,
+        )
+    api_host = (erasure.api_host or host.replace(".i.posthog.com", ".posthog.com")).rstrip("/")
+    return {
+        "url": f"{api_host}/api/projects/{quote(erasure.project_id, safe='')}/persons/bulk_delete/",
+        "json": {
+            "distinct_ids": list(event.payload.get("distinct_ids") or [])[:1000],
+            "delete_events": True,
+        },
+    }
+
+
 class _PostHogMessages:
     """Builds capture messages with the official client, which sends nothing itself.
 
@@ -205,13 +272,25 @@ def _connect(
     api_key: str, host: str, own: Mapping[str, Any], policy: OutboundPolicy
 ) -> PostHogSink:
     return PostHogSink(
-        api_key, host, send_answers=bool(own.get("send_answers", False)), policy=policy
+        api_key,
+        host,
+        send_answers=bool(own.get("send_answers", False)),
+        policy=policy,
+        erasure=PersonDeletion.from_settings(own),
     )
 
 
 def _dry_run(own: Mapping[str, Any]) -> RequestFor:
     send_answers = bool(own.get("send_answers", False))
-    return lambda event: posthog_capture(event, send_answers=send_answers)
+    erasure = PersonDeletion.from_settings(own)
+    host = own.get("host") or DEFAULT_POSTHOG_HOST
+
+    def request_for(event: OutboundEvent) -> dict[str, Any] | None:
+        if event.type in ERASED_TYPES:
+            return person_deletion_request(event, erasure, host)
+        return posthog_capture(event, send_answers=send_answers)
+
+    return request_for
 
 
 register(
