@@ -63,7 +63,6 @@ def _init_worker(app: Flask) -> None:
     from mentorflow.delivery.webhooks import webhook_sinks
     from mentorflow.flows.erasure import ERASE
     from mentorflow.flows.export import EXPORT_JOB
-    from mentorflow.flows.export_api import init_job_starts
     from mentorflow.flows.legacy import LEGACY_IMPORT_JOB
     from mentorflow.flows.migration import MIGRATION_JOB
     from mentorflow.jobs.runner import register_job_enqueuer, register_job_kinds
@@ -76,7 +75,6 @@ def _init_worker(app: Flask) -> None:
     # Each of an org's webhook endpoints is a sink of the events it subscribes to.
     register_sink_router(app, webhook_sinks)
     celery_init_app(app)
-    init_job_starts(app, enqueue_job)
 
 
 def _import_models() -> None:

@@ -8,13 +8,13 @@ from flask import abort, flash, redirect, request
 from flask_admin import expose
 
 from mentorflow.admin.access import for_org, requires, seat
+from mentorflow.admin.jobs import hand_to_workers
 from mentorflow.flows import migration
 from mentorflow.flows.models import Flow
 from mentorflow.jobs.models import Job, JobStatus
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Role
-from mentorflow.worker import tasks
 
 #: How often the dialog reloads while the move runs, in seconds.
 REFRESH_SECONDS = 1
@@ -64,12 +64,5 @@ class SessionMigration:
         begin_write(db.session)
         job = migration.create_migration(seat().org, flow, target, by=seat().user.email)
         db.session.commit()
-        try:
-            tasks.enqueue_job(job.id)
-        except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
-            flash(
-                f"The move is saved as job {job.id}, but the workers could not be reached "
-                f"({exc}); the periodic sweep starts it within a minute or two.",
-                "warning",
-            )
+        hand_to_workers(job, f"Moving sessions to v{target.number}: this page follows the job.")
         return redirect(self.get_url(".migrate", flow_id=flow.id, job=job.id))  # type: ignore[attr-defined]

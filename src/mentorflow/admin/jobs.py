@@ -31,6 +31,21 @@ JOB_REFRESH_SECONDS = 2
 DOWNLOADS = {"csv": (None, "text/csv"), "jsonl": (RAW_SUFFIX, "application/jsonl")}
 
 
+def hand_to_workers(job: Job, started: str) -> None:
+    """Wake the workers for a committed ``job`` and say so (``started``), or say that it waits
+    for the periodic sweep when the broker can't be reached."""
+    try:
+        tasks.enqueue_job(job.id)
+    except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
+        flash(
+            f"Saved as job {job.id}, but the workers could not be reached ({exc}); it stays "
+            "pending and the periodic sweep starts it within a minute or two.",
+            "warning",
+        )
+    else:
+        flash(started, "success")
+
+
 class JobsView(LearnerView):
     """The org's background jobs; CSV exports of a flow's sessions start and download here."""
 
@@ -70,17 +85,7 @@ class JobsView(LearnerView):
         job = create_export(current.org, flow.slug, by=current.user.email)
         audit.record(current.org.id, "export.started", f"flow:{flow.slug}", after={"job": job.id})
         db.session.commit()
-        try:
-            tasks.enqueue_job(job.id)
-        except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
-            flash(
-                f"Export of “{flow.title}” saved as job {job.id}, but the workers could not "
-                f"be reached ({exc}); it stays pending and the periodic sweep starts it "
-                "within a minute or two.",
-                "warning",
-            )
-        else:
-            flash(f"Exporting “{flow.title}”: this page follows the job.", "success")
+        hand_to_workers(job, f"Exporting “{flow.title}”: this page follows the job.")
         return redirect(self.get_url(".details", job_id=job.id))
 
     @expose("/<int:job_id>")

@@ -12,6 +12,7 @@ from flask_admin import expose
 from sqlalchemy.orm import selectinload
 
 from mentorflow.admin.access import current_seat, for_org, requires, seat
+from mentorflow.admin.jobs import hand_to_workers
 from mentorflow.admin.learners import PAGE_SIZE, LearnerView, requested_page
 from mentorflow.flows import erasure
 from mentorflow.flows.analytics import build_timeline, session_progress
@@ -22,7 +23,6 @@ from mentorflow.flows.models import Learner, LearnerSession, StepEvent
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.extensions import db
 from mentorflow.tenants.models import Role
-from mentorflow.worker import tasks
 
 #: The most moves a learner's timeline shows (the latest ones).
 TIMELINE_LIMIT = 500
@@ -126,12 +126,7 @@ class LearnersView(LearnerView):
         if job is None:
             abort(404)
         db.session.commit()
-        try:
-            tasks.enqueue_job(job.id)
-        except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
-            flash(f"Erasure saved as job {job.id}; the workers could not be reached ({exc}).")
-        else:
-            flash(f"Erasing {ext}: this page follows the job and shows its receipt.", "success")
+        hand_to_workers(job, f"Erasing {ext}: this page follows the job and shows its receipt.")
         return redirect(url_for("console_jobs.details", job_id=job.id))
 
 

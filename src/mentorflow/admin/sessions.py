@@ -13,6 +13,7 @@ from flask_admin import expose
 from sqlalchemy.orm import selectinload
 
 from mentorflow.admin.access import current_seat, for_org, requires, seat
+from mentorflow.admin.jobs import hand_to_workers
 from mentorflow.admin.learners import (
     PAGE_SIZE,
     LearnerView,
@@ -246,12 +247,9 @@ class SessionsView(LearnerView):
         if job is None:
             abort(404)
         db.session.commit()
-        try:
-            tasks.enqueue_job(job.id)
-        except Exception as exc:  # the broker is down: the beat's sweep re-enqueues the job
-            flash(f"Erasure saved as job {job.id}; the workers could not be reached ({exc}).")
-        else:
-            flash("Erasing the session: this page follows the job and shows its receipt.")
+        hand_to_workers(
+            job, "Erasing the session: this page follows the job and shows its receipt."
+        )
         return redirect(url_for("console_jobs.details", job_id=job.id))
 
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import marshmallow as ma
-from flask import Flask, current_app
 from flask.views import MethodView
 from marshmallow import fields, validate
 
 from mentorflow.flows.export import create_export
 from mentorflow.jobs.api import JOB_EXAMPLE, JobSchema
-from mentorflow.jobs.runner import JobError
+from mentorflow.jobs.runner import JobError, enqueue_after_commit
 from mentorflow.platform.db import begin_write
 from mentorflow.platform.errors import Blueprint, abort
 from mentorflow.platform.extensions import db
@@ -32,15 +30,6 @@ blp = Blueprint(
     description="Starting background jobs (exports) from the org's servers.",
 )
 scope_blueprint_to_org(blp)
-
-_ENQUEUE = "mentorflow.enqueue_job"
-#: Hands a committed job to the workers (the worker package provides it).
-Enqueue = Callable[[int], Any]
-
-
-def init_job_starts(app: Flask, enqueue: Enqueue) -> None:
-    """Tell the API how to hand a new job to the workers."""
-    app.extensions[_ENQUEUE] = enqueue
 
 
 class ExportFiltersSchema(ma.Schema):
@@ -97,11 +86,6 @@ class Jobs(MethodView):
         audit.record(
             current_org.id, "export.started", f"flow:{body['flow']}", after={"job": job.id}
         )
+        enqueue_after_commit(job.id)  # a broker outage is logged; the beat's sweep starts it
         db.session.commit()
-        enqueue = current_app.extensions.get(_ENQUEUE)
-        try:
-            if enqueue is not None:
-                enqueue(job.id)
-        except Exception as exc:  # the broker is down: the beat's sweep starts the job later
-            log.warning("job %s of org %s not enqueued: %s", job.id, current_org.slug, exc)
         return job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import marshmallow as ma
@@ -197,6 +198,29 @@ def _write(ext: str, **change: Any) -> Response:
     return _state_response(current)
 
 
+def _version_checked_write(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Document the problems of a write that must name the version it read (If-Match)."""
+    view = problems(blp, 400, 401, 403, 404, 413, 415, 422, 429)(view)
+    view = problem(
+        blp,
+        428,
+        "No If-Match: writes must name the version they read.",
+        examples={
+            "no_if_match": problem_example(
+                428, detail='Send If-Match with the state\'s ETag you read ("0" for a new learner).'
+            )
+        },
+    )(view)
+    return problem(
+        blp,
+        412,
+        "If-Match names another version (`version-mismatch`): the body carries the current "
+        "`state` and `version` to merge with and retry.",
+        schema=StateConflictSchema,
+        examples={"version_mismatch": STATE_CONFLICT_EXAMPLE},
+    )(view)
+
+
 @blp.route("/learners/<ext>/state")
 class LearnerStateResource(MethodView):
     @blp.doc(
@@ -226,25 +250,7 @@ class LearnerStateResource(MethodView):
         headers={"ETag": STATE_ETAG},
         example=STATE_EXAMPLE,
     )
-    @problem(
-        blp,
-        412,
-        "If-Match names another version (`version-mismatch`): the body carries the current "
-        "`state` and `version` to merge with and retry.",
-        schema=StateConflictSchema,
-        examples={"version_mismatch": STATE_CONFLICT_EXAMPLE},
-    )
-    @problem(
-        blp,
-        428,
-        "No If-Match: writes must name the version they read.",
-        examples={
-            "no_if_match": problem_example(
-                428, detail='Send If-Match with the state\'s ETag you read ("0" for a new learner).'
-            )
-        },
-    )
-    @problems(blp, 400, 401, 403, 404, 413, 415, 422, 429)
+    @_version_checked_write
     def put(self, body: dict[str, Any], org: str, ext: str) -> Any:
         """Replace a learner's state, if it is still at the version the client read."""
         return _write(ext, state=body["state"])
@@ -264,25 +270,7 @@ class LearnerStateResource(MethodView):
         headers={"ETag": STATE_ETAG},
         example=STATE_EXAMPLE,
     )
-    @problem(
-        blp,
-        412,
-        "If-Match names another version (`version-mismatch`): the body carries the current "
-        "`state` and `version` to merge with and retry.",
-        schema=StateConflictSchema,
-        examples={"version_mismatch": STATE_CONFLICT_EXAMPLE},
-    )
-    @problem(
-        blp,
-        428,
-        "No If-Match: writes must name the version they read.",
-        examples={
-            "no_if_match": problem_example(
-                428, detail='Send If-Match with the state\'s ETag you read ("0" for a new learner).'
-            )
-        },
-    )
-    @problems(blp, 400, 401, 403, 404, 413, 415, 422, 429)
+    @_version_checked_write
     def patch(self, body: dict[str, Any], org: str, ext: str) -> Any:
         """Merge-patch a learner's state (RFC 7396: `null` removes a member)."""
         if request.mimetype != MERGE_PATCH:
