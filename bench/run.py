@@ -143,6 +143,7 @@ class Installation:
 
     def seed(self, sessions: int) -> list[tuple[str, str]]:
         """Create the org, flow and ``sessions`` fresh sessions; return (id, token) pairs."""
+        from mentorflow.delivery import webhooks
         from mentorflow.flows import authoring, learner_sessions
         from mentorflow.platform.extensions import db
         from mentorflow.platform.outbox import Delivery
@@ -152,6 +153,12 @@ class Installation:
             org = tenants.create_org("bench", "Bench")
             flow, _ = authoring.save_draft(org, bench_flow())
             version, _ = authoring.publish_version(flow)
+            # A webhook endpoint too: every event gets three deliveries (PostHog, Supermemory,
+            # the endpoint), as for an org that has one.
+            webhooks.create_endpoint(
+                org.id, self.app.config, url=self.env["MENTORFLOW_POSTHOG_HOST"] + "/webhook"
+            )
+            db.session.commit()
             pairs = []
             for index in range(sessions):
                 session, token = learner_sessions.start_session(org, flow, version)

@@ -1,7 +1,9 @@
-"""A local stand-in for PostHog and Supermemory that notes when each event arrives.
+"""A local stand-in for PostHog, Supermemory and a webhook receiver that notes when each
+event arrives.
 
 Run as a process: ``python bench/sink.py PORT``. ``GET /arrivals`` returns
-``{"posthog": {uuid: unix_time}, "memory": {document_id: unix_time}}`` (first arrival).
+``{"posthog": {uuid: unix_time}, "memory": {document_id: unix_time}, "webhook":
+{webhook_id: unix_time}}`` (first arrival).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-arrivals: dict[str, dict[str, float]] = {"posthog": {}, "memory": {}}
+arrivals: dict[str, dict[str, float]] = {"posthog": {}, "memory": {}, "webhook": {}}
 lock = threading.Lock()
 
 
@@ -34,7 +36,10 @@ class Handler(BaseHTTPRequestHandler):
             raw = gzip.decompress(raw)
         body = json.loads(raw or b"{}")
         with lock:
-            if self.path.startswith("/batch"):
+            if self.path.startswith("/webhook"):
+                arrivals["webhook"].setdefault(self.headers.get("webhook-id", ""), now)
+                answer = b"{}"
+            elif self.path.startswith("/batch"):
                 for event in body.get("batch", []):
                     arrivals["posthog"].setdefault(event["uuid"], now)
                 answer = b'{"status": 1}'
