@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +56,10 @@ def app(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flas
 
 @pytest.fixture
 def ctx(app: Flask) -> Iterator[Flask]:
-    """An app context on a clean database."""
+    """An app context on a clean database, with no export files of an earlier test (org ids
+    start again at 1 after the truncation; their export folders would be taken over)."""
     truncate_all(app)
+    shutil.rmtree(Path(app.instance_path) / "exports", ignore_errors=True)
     with app.app_context():
         yield app
         db.session.remove()
