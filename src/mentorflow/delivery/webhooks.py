@@ -564,6 +564,11 @@ def build_webhook_sink(endpoint_id: int, config: Mapping[str, Any]) -> WebhookSi
                 engine.connect().execution_options(**_WRITE) as connection,
                 connection.begin(),
             ):
+                if connection.dialect.name == "postgresql":
+                    # A log line, not a delivery's outcome: its commit need not wait for the
+                    # WAL flush (a crash may lose the last few milliseconds of log lines,
+                    # never an outcome, which the delivery's own transaction records).
+                    connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 record_attempt(
                     connection,
                     endpoint_id=endpoint_id,

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from mentorflow.delivery.sinks.base import (
     unsendable,
 )
 from mentorflow.platform.outbound import OutboundPolicy, OutboundRefused, deadline, requests_session
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,7 @@ class WebhookSink:
                     stream=True,
                 )
                 status = response.status_code
-                # The body is never read: nothing of it is kept or shown.
-                response.close()
+                _drain(response)
             if not 200 <= status < 300:
                 # Any other answer is retried: receivers fix their side and come back.
                 failure = DeliveryFailed(f"The endpoint answered {status} (not a 2xx).")
@@ -145,3 +147,23 @@ class WebhookSink:
 
     def close(self) -> None:
         """Release the sink; its HTTP session is shared per process."""
+
+
+#: At most this much of a reply is read (and dropped) so that its connection can be used again.
+DRAIN_LIMIT = 64 * 1024
+
+
+def _drain(response: requests.Response) -> None:
+    """Read the reply's body to its end and drop it (nothing of it is kept or shown), so that
+    the kept-alive connection serves the next event; a reply longer than
+    :data:`DRAIN_LIMIT` is cut off with its connection."""
+    received = 0
+    try:
+        for chunk in response.iter_content(16 * 1024):
+            received += len(chunk)
+            if received > DRAIN_LIMIT:
+                break
+    except Exception:  # the answer is in (its status); the rest of the body is not ours
+        log.debug("a webhook reply's body could not be read to its end", exc_info=True)
+    finally:
+        response.close()
