@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from console_client import Console, add_staff
 from mentorflow.flows import authoring
 from mentorflow.flows.document import load_document
 from mentorflow.platform.db import begin_write
@@ -30,6 +31,8 @@ from support import (
 )
 
 pytest_plugins = ["recorder"]
+
+SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -113,3 +116,23 @@ def learner(client: FlaskClient):
         return Learner(client, org.slug, key or org.pk)
 
     return factory
+
+
+@pytest.fixture
+def studio(create_org, publish_flow) -> OrgKeys:
+    """The org ``studio`` ("Studio") with tests/data/small-flow.yaml (``onboarding``) published.
+
+    A module that needs another org or flow defines its own ``studio``.
+    """
+    keys = create_org("studio", name="Studio")
+    publish_flow(keys.org, SMALL_FLOW)
+    return keys
+
+
+@pytest.fixture
+def mentor(client: FlaskClient, studio: OrgKeys) -> Console:
+    """A mentor of ``studio``, signed in to the console."""
+    console = Console(client)
+    add_staff(studio.org, "mentor@studio.example", "mentor")
+    assert console.login("mentor@studio.example").status_code == 302
+    return console

@@ -7,7 +7,6 @@ import html
 import re
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from console_client import Console, add_staff, csrf_token
@@ -16,21 +15,6 @@ from mentorflow.flows.models import Flow
 from mentorflow.platform.extensions import db
 
 SMALL_FLOW = Path(__file__).parent / "data" / "small-flow.yaml"
-
-
-@pytest.fixture
-def studio(create_org, publish_flow):
-    keys = create_org("studio", name="Studio")
-    publish_flow(keys.org, SMALL_FLOW)
-    return keys
-
-
-@pytest.fixture
-def mentor(client, studio):
-    console = Console(client)
-    add_staff(studio.org, "mentor@studio.example", "mentor")
-    assert console.login("mentor@studio.example").status_code == 302
-    return console
 
 
 def flow_id(slug: str = "onboarding") -> int:

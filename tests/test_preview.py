@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from console_client import Console, add_staff
@@ -32,21 +31,6 @@ WALK = [
     ("phase-2-step-1", 450),
     ("phase-2-step-2", {"name": "Ada", "email": "ada@example.com"}),
 ]
-
-
-@pytest.fixture
-def studio(create_org, publish_flow):
-    keys = create_org("studio", name="Studio")
-    publish_flow(keys.org, SMALL_FLOW)
-    return keys
-
-
-@pytest.fixture
-def mentor(client, studio):
-    console = Console(client)
-    add_staff(studio.org, "mentor@studio.example", "mentor")
-    assert console.login("mentor@studio.example").status_code == 302
-    return console
 
 
 def the_flow() -> Flow:

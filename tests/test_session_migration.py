@@ -36,13 +36,6 @@ def version_2() -> dict:
     return load_document(yaml.safe_dump(document))
 
 
-@pytest.fixture
-def studio(create_org, publish_flow):
-    keys = create_org("studio", name="Studio")
-    publish_flow(keys.org, SMALL_FLOW)
-    return keys
-
-
 def walk(learner, studio, name: str, *answers: tuple[str, object]):
     walker = learner(studio)
     assert walker.start("onboarding", name=name).status_code == 201
@@ -194,14 +187,6 @@ def test_the_job_moves_each_movable_session_with_an_event_and_a_history_entry(
     # Running it again moves nobody twice.
     again = run_migration(studio)
     assert again.result["moved"] == [] and len(again.result["pinned"]) == 1
-
-
-@pytest.fixture
-def mentor(client, studio):
-    console = Console(client)
-    add_staff(studio.org, "mentor@studio.example", "mentor")
-    assert console.login("mentor@studio.example").status_code == 302
-    return console
 
 
 def test_the_console_publishes_then_offers_the_dry_run_and_starts_the_move(
