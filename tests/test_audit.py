@@ -508,6 +508,18 @@ def test_each_audited_route_writes_exactly_one_entry(world: World, route) -> Non
         assert shown.group(1) not in recorded
 
 
+def test_a_flow_started_from_a_title_is_audited_as_created(world: World) -> None:
+    """The "new flow" form's other path (a title, no document) creates a flow too."""
+    before = len(entries(world))
+    response = form(world, "/admin/flows/new", {"title": "Pricing workshop"}, role="mentor")
+    assert response.status_code == 302
+    new = entries(world)[before:]
+    assert [(entry.action, entry.actor) for entry in new] == [
+        ("flow.created", world.emails["mentor"])
+    ]
+    assert new[0].after == {"title": "Pricing workshop"}
+
+
 def test_the_trail_is_listed_newest_first_with_filters_and_pages(world: World) -> None:
     form(world, "/admin/settings/keys/new", {"kind": "secret"})
     form(world, f"/admin/settings/keys/{key_id(world)}/revoke")

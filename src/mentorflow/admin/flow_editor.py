@@ -88,6 +88,21 @@ def draft_state(flow: Flow) -> dict[str, Any]:
     }
 
 
+def save_edited_draft(flow: Flow, definition: dict[str, Any], revision: int) -> None:
+    """Save the draft a mentor edited from ``revision`` and record it in the audit trail.
+
+    Raises ``authoring.DraftConflict`` when someone saved another revision meanwhile.
+    """
+    authoring.save_draft(seat().org, definition, expected_revision=revision)  # type: ignore[arg-type]
+    audit.record(
+        flow.org_id,
+        "flow.draft_saved",
+        f"flow:{flow.slug}",
+        before={"draft_revision": revision},
+        after={"draft_revision": flow.draft_revision},
+    )
+
+
 def _errors(errors: list[FieldError]) -> list[dict[str, Any]]:
     return [{"path": error.path, "message": error.message} for error in errors]
 
@@ -149,7 +164,7 @@ class DraftEditing:
             return _problem(422, "The draft is not valid.", errors=_errors(errors))
         theirs = dict(flow.draft)
         try:
-            authoring.save_draft(seat().org, definition, expected_revision=revision)  # type: ignore[arg-type]
+            save_edited_draft(flow, definition, revision)  # type: ignore[arg-type]
         except authoring.DraftConflict as exc:
             db.session.rollback()
             flow = for_org(Flow, flow_id)
@@ -159,13 +174,6 @@ class DraftEditing:
                 theirs=draft_state(flow),
                 changes=step_changes(definition, flow.draft),  # type: ignore[arg-type]
             )
-        audit.record(
-            flow.org_id,
-            "flow.draft_saved",
-            f"flow:{flow.slug}",
-            before={"draft_revision": revision},
-            after={"draft_revision": flow.draft_revision},
-        )
         db.session.commit()
         state = draft_state(flow)
         state["changed"] = step_changes(theirs, flow.draft)

@@ -12,7 +12,13 @@ from flask import Response, flash, redirect, request
 from flask_admin import expose
 
 from mentorflow.admin.access import ConsoleView, for_org, requires, seat
-from mentorflow.admin.flow_editor import DraftEditing, draft_state, editor_settings, step_changes
+from mentorflow.admin.flow_editor import (
+    DraftEditing,
+    draft_state,
+    editor_settings,
+    save_edited_draft,
+    step_changes,
+)
 from mentorflow.admin.flow_migration import SessionMigration
 from mentorflow.admin.flow_preview import DraftPreview
 from mentorflow.flows import authoring
@@ -130,6 +136,7 @@ class FlowsView(DraftEditing, DraftPreview, SessionMigration, ConsoleView):
                 "console/flows/edit.html", flow=None, text=STARTER, errors=exc.errors, revision=None
             )
         flow, _ = authoring.save_draft(seat().org, definition)
+        audit.record(flow.org_id, "flow.created", f"flow:{flow.slug}", after={"title": flow.title})
         db.session.commit()
         flash(f"Created the draft of “{flow.title}”. Add phases and steps below.", "success")
         return redirect(self.get_url(".edit", flow_id=flow.id))
@@ -158,17 +165,10 @@ class FlowsView(DraftEditing, DraftPreview, SessionMigration, ConsoleView):
                 ]
             if definition is not None and not errors:
                 try:
-                    authoring.save_draft(seat().org, definition, expected_revision=revision)
+                    save_edited_draft(flow, definition, revision)
                 except authoring.DraftConflict as exc:
                     errors = [_error("", str(exc))]
                 else:
-                    audit.record(
-                        flow.org_id,
-                        "flow.draft_saved",
-                        f"flow:{flow.slug}",
-                        before={"draft_revision": revision},
-                        after={"draft_revision": flow.draft_revision},
-                    )
                     db.session.commit()
                     flash("Draft saved.", "success")
                     return redirect(self.get_url(".edit", flow_id=flow.id))
