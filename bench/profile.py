@@ -10,7 +10,8 @@ conditional GET (304), on PostgreSQL:
   (Flask's test client), and the setup run is subtracted. The wake-up of the workers after a
   commit is left out (under valgrind its thread sends a message per request). With
   ``MENTORFLOW_PROFILE_FLOORS=1``, also the floors of bench/floor.py (minimal step,
-  same statements, 304) the same way. Only the client process's instructions count: the
+  same statements, 304) and of bench/stack_floor.py (the same statements and 304 through
+  the product's libraries) the same way. Only the client process's instructions count: the
   PostgreSQL server's work is not in them.
 
 ``MENTORFLOW_BENCH_DATABASE_URL`` as for ``make bench`` (``_profile`` is appended).
@@ -125,12 +126,12 @@ def run(mode: str) -> None:
     if mode.startswith("floor"):
         # The bare app of bench/floor.py on the same database: its steps, its 304.
         os.environ["FLOOR_DATABASE_URL"] = PG_URL
-        from bench import floor
+        from bench import floor, stack_floor
 
-        app = floor.app
+        app = stack_floor.app if mode.startswith("floor-stack") else floor.app
         prefix = "/same" if mode == "floor-same" else ""
         steps, get = walker(app, pairs, prefix), getter(app, pairs, "")
-        mode = "get" if mode == "floor-get" else "post"
+        mode = "get" if mode.endswith("-get") else "post"
     else:
         steps, get = walker(app, pairs), getter(app, pairs)
     for _ in range(WARM):
@@ -213,7 +214,9 @@ def main() -> None:
     print(f"round trips per request: POST …/steps {trips['post']:.2f}, 304 GET {trips['get']:.2f}")
     if os.environ.get("MENTORFLOW_PROFILE_CALLGRIND", "1") != "0":
         floors = os.environ.get("MENTORFLOW_PROFILE_FLOORS") == "1"
-        modes = ("post", "get", "floor-post", "floor-same", "floor-get") if floors else ()
+        floor_modes = ("floor-post", "floor-same", "floor-get")
+        floor_modes += ("floor-stack-post", "floor-stack-get")
+        modes = ("post", "get", *floor_modes) if floors else ()
         counts = instructions(modes or ("post", "get"))
         print(
             "instructions per request (callgrind): "

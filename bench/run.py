@@ -197,6 +197,14 @@ class Installation:
         self.gunicorn(port, "bench.floor:app")
         return port
 
+    def serve_stack_floor(self, database_url: str) -> int:
+        """Serve bench/stack_floor.py (the product's libraries, no product code); its port."""
+        port = free_port()
+        self.env["FLOOR_DATABASE_URL"] = database_url
+        self.env["FLOOR_REDIS_URL"] = REDIS_URL
+        self.gunicorn(port, "bench.stack_floor:app")
+        return port
+
     def gunicorn(self, port: int, target: str) -> None:
         self.start(
             str(BIN / "gunicorn"),
@@ -427,10 +435,11 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
     with tempfile.TemporaryDirectory() as instance:
         inst = Installation(PG_URL, Path(instance), sink_url)
         per_run = needed_sessions()
-        measurements = len(LEVELS) * 2 * ROUNDS + 2 * ROUNDS + 3
+        measurements = len(LEVELS) * 2 * ROUNDS + 3 * ROUNDS + 4
         pairs = inst.seed(per_run * measurements + 2000 + 400 + 2 * BATCH_SESSIONS + 2)
         inst.serve()
         floor_port = inst.serve_floor(PG_URL)
+        stack_port = inst.serve_stack_floor(PG_URL)
         try:
             cursor = 0
 
@@ -443,6 +452,7 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
             measure_steps(inst.port, take(per_run), 8, seconds=2)
             measure_steps(floor_port, take(per_run), 8, "", seconds=2)
             measure_steps(floor_port, take(per_run), 8, "/same", seconds=2)
+            measure_steps(stack_port, take(per_run), 8, "", seconds=2)
             steps: dict[str, Any] = {}
             for level in LEVELS:
                 steps[str(level)] = pair_rows(
@@ -455,15 +465,18 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
                     ]
                 )
             results["post_steps"] = steps
-            results["post_steps_same_statements_32"] = pair_rows(
-                [
-                    (
-                        measure_steps(inst.port, take(per_run), 32),
-                        measure_steps(floor_port, take(per_run), 32, "/same"),
-                    )
-                    for _ in range(ROUNDS)
-                ]
-            )
+            # The same statements bare, and through the product's libraries (the stack floor).
+            rounds = [
+                (
+                    measure_steps(inst.port, take(per_run), 32),
+                    measure_steps(floor_port, take(per_run), 32, "/same"),
+                    measure_steps(stack_port, take(per_run), 32, ""),
+                )
+                for _ in range(ROUNDS)
+            ]
+            results["post_steps_same_statements_32"] = pair_rows([r[:2] for r in rounds])
+            results["post_steps_stack_32"] = pair_rows([(r[0], r[2]) for r in rounds])
+            results["stack_vs_same_32"] = pair_rows([(r[2], r[1]) for r in rounds])
             results["batch"] = measure_batch(inst.port, take(2 * BATCH_SESSIONS + 2))
             # The step runs left dead row versions behind: start the reads from a clean table,
             # as a database under autovacuum would be.
@@ -475,6 +488,7 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
                     measure_get(floor_port, fresh, True, ""),
                     measure_get(inst.port, fresh, False),
                     measure_hello(floor_port),
+                    measure_get(stack_port, fresh, True, ""),
                 )
                 for _ in range(ROUNDS)
             ]
@@ -483,6 +497,8 @@ def run_postgres(results: dict[str, Any], sink_url: str, sink_port: int) -> None
                 "200_vs_hello": pair_rows([(row[2], row[3]) for row in rounds]),
                 "304_vs_hello": pair_rows([(row[0], row[3]) for row in rounds]),
                 "floor_304_vs_hello": pair_rows([(row[1], row[3]) for row in rounds]),
+                "304_vs_stack": pair_rows([(row[0], row[4]) for row in rounds]),
+                "stack_304_vs_floor": pair_rows([(row[4], row[1]) for row in rounds]),
             }
 
             # Delivery throughput: one worker process drains the backlog the steps left.
@@ -641,6 +657,11 @@ def table(results: dict[str, Any]) -> str:
     line("GET session 304 vs bare /hello @32", get["304_vs_hello"])
     line("GET session 200 vs bare /hello @32", get["200_vs_hello"])
     line("raw 304 (bare app) vs bare /hello @32", get["floor_304_vs_hello"])
+    # Where the gap lies: the product against its own libraries, and those against bare.
+    line("POST …/steps vs stack floor @32", results["post_steps_stack_32"])
+    line("stack floor vs same statements @32", results["stack_vs_same_32"])
+    line("GET session 304 vs stack 304 @32", get["304_vs_stack"])
+    line("stack 304 vs raw 304 @32", get["stack_304_vs_floor"])
     sqlite = results["sqlite_post_steps_8"]
     line(
         "SQLite POST …/steps vs sqlite3 txn @8", sqlite, verdict(sqlite["ratio"], GOALS["sqlite_8"])
@@ -649,7 +670,9 @@ def table(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"rounds: {ROUNDS}, alternating real and floor; the median round is shown. Floors: "
-        "bench/floor.py, a bare Flask + psycopg/sqlite3 app in its own gunicorn (4 workers).",
+        "bench/floor.py, a bare Flask + psycopg/sqlite3 app in its own gunicorn (4 workers); "
+        "stack floor: bench/stack_floor.py, the same statements through flask-smorest, "
+        "marshmallow, SQLAlchemy and a Redis counter (no mentorflow code).",
         f"deliveries, one worker process:   {delivery['per_second']:.0f}/s "
         f"({delivery['backlog']} in {delivery['seconds']} s, {delivery['left_pending']} left)"
         f"  goal ≥ 1000: {'met' if delivery['per_second'] >= 1000 else 'NOT met'}",
