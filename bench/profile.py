@@ -5,14 +5,15 @@ conditional GET (304), on PostgreSQL:
 
 - round trips to the server per request, counted in libpq's protocol trace (a simple query
   or an extended-protocol Sync each wait for the server once);
-- instructions per request, from valgrind's callgrind: the same script runs three times
-  under it (setup only; setup + N steps; setup + N GETs), in-process through the WSGI app
-  (Flask's test client), and the setup run is subtracted. The wake-up of the workers after a
-  commit is left out (under valgrind its thread sends a message per request). With
-  ``MENTORFLOW_PROFILE_FLOORS=1``, also the floors of bench/floor.py (minimal step,
-  same statements, 304) and of bench/stack_floor.py (the same statements and 304 through
-  the product's libraries) the same way. Only the client process's instructions count: the
-  PostgreSQL server's work is not in them.
+- instructions per request, from valgrind's callgrind: the script runs under it once per
+  ``app:what`` (setup, 20 steps and 20 GETs of warm-up on that app, then N requests of
+  ``what``) and once as ``app:none`` (the same setup, imports and warm-up, no more), in-process
+  through the WSGI app (Flask's test client); the difference over N is per request. The
+  wake-up of the workers after a commit is left out (under valgrind its thread sends a
+  message per request). With ``MENTORFLOW_PROFILE_FLOORS=1``, also the floors of
+  bench/floor.py (minimal step, same statements, 304) and of bench/stack_floor.py (the same
+  statements and 304 through the product's libraries) the same way. Only the client
+  process's instructions count: the PostgreSQL server's work is not in them.
 
 ``MENTORFLOW_BENCH_DATABASE_URL`` as for ``make bench`` (``_profile`` is appended).
 """
@@ -121,28 +122,28 @@ def recreate() -> None:
 
 
 def run(mode: str) -> None:
-    """One process's work: setup, warm-up, then ``REQUESTS`` requests of ``mode``."""
+    """One process's work for ``mode`` (``app:what``): setup, that app's warm-up, then
+    ``REQUESTS`` requests of ``what`` (none for ``app:none``, the baseline subtracted)."""
     app, pairs = setup()
-    if mode.startswith("floor"):
-        # The bare app of bench/floor.py on the same database: its steps, its 304.
+    family, what = mode.split(":")
+    steps, get = walker(app, pairs), getter(app, pairs)
+    if family != "product":
+        # The floors on the same database: bench/floor.py (bare) or bench/stack_floor.py.
         os.environ["FLOOR_DATABASE_URL"] = PG_URL
-        from bench import floor, stack_floor
-
-        app = stack_floor.app if mode.startswith("floor-stack") else floor.app
-        prefix = "/same" if mode == "floor-same" else ""
-        steps, get = walker(app, pairs, prefix), getter(app, pairs, "")
-        mode = "get" if mode.endswith("-get") else "post"
-    else:
-        steps, get = walker(app, pairs), getter(app, pairs)
+        if family == "stack":
+            from bench import stack_floor as floor
+        else:
+            from bench import floor
+        prefix = "/same" if what == "same" else ""
+        steps, get = walker(floor.app, pairs, prefix), getter(floor.app, pairs, "")
     for _ in range(WARM):
         assert next(steps).status_code == 200
         assert get().status_code == 304
-    if mode == "post":
-        for _ in range(REQUESTS):
-            assert next(steps).status_code == 200
-    elif mode == "get":
-        for _ in range(REQUESTS):
+    for _ in range(REQUESTS if what != "none" else 0):
+        if what == "get":
             assert get().status_code == 304
+        else:
+            assert next(steps).status_code == 200
 
 
 def round_trips() -> dict[str, float]:
@@ -184,10 +185,12 @@ def round_trips() -> dict[str, float]:
     return counts
 
 
-def instructions(modes: tuple[str, ...] = ("post", "get")) -> dict[str, float]:
-    """Instructions per request under callgrind (the setup run subtracted)."""
+def instructions(modes: tuple[str, ...]) -> dict[str, float]:
+    """Instructions per request under callgrind: each ``app:what`` run minus its ``app:none``
+    run (setup, imports and the same warm-up), over ``REQUESTS``."""
     totals = {}
-    for mode in ("none", *modes):
+    baselines = tuple(dict.fromkeys(f"{mode.split(':')[0]}:none" for mode in modes))
+    for mode in (*baselines, *modes):
         recreate()
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "callgrind.out"
@@ -206,18 +209,19 @@ def instructions(modes: tuple[str, ...] = ("post", "get")) -> dict[str, float]:
                 env={**os.environ, "PYTHONHASHSEED": "0"},
             )
             totals[mode] = int(re.search(r"^totals: (\d+)", out.read_text(), re.M).group(1))
-    return {mode: (totals[mode] - totals["none"]) / REQUESTS for mode in modes}
+    return {
+        mode: (totals[mode] - totals[f"{mode.split(':')[0]}:none"]) / REQUESTS for mode in modes
+    }
 
 
 def main() -> None:
     trips = round_trips()
     print(f"round trips per request: POST …/steps {trips['post']:.2f}, 304 GET {trips['get']:.2f}")
     if os.environ.get("MENTORFLOW_PROFILE_CALLGRIND", "1") != "0":
-        floors = os.environ.get("MENTORFLOW_PROFILE_FLOORS") == "1"
-        floor_modes = ("floor-post", "floor-same", "floor-get")
-        floor_modes += ("floor-stack-post", "floor-stack-get")
-        modes = ("post", "get", *floor_modes) if floors else ()
-        counts = instructions(modes or ("post", "get"))
+        modes: tuple[str, ...] = ("product:post", "product:get")
+        if os.environ.get("MENTORFLOW_PROFILE_FLOORS") == "1":
+            modes += ("floor:post", "floor:same", "floor:get", "stack:post", "stack:get")
+        counts = instructions(modes)
         print(
             "instructions per request (callgrind): "
             + ", ".join(f"{mode} {count / 1e6:.2f} M" for mode, count in counts.items())

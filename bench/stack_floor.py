@@ -8,9 +8,11 @@ only what the stack itself brings to the product's requests:
 - flask-smorest routes (a ``MethodView`` under an ``Api``'s ``Blueprint``) whose body is
   parsed by webargs and loaded by a marshmallow schema shaped like the product's
   ``StepSubmissionSchema`` (the response is built by hand, as the product builds it);
-- SQLAlchemy Core over psycopg (an engine with a pool of one connection per process), sending
-  the product's statements of `bench/floor.py` (``LOCK_AND_STORED``, ``WRITE_ALL``, the
-  session's SELECT): BEGIN, the locking read, the one data-modifying statement, COMMIT;
+- SQLAlchemy over psycopg: an engine's pool (one connection per process) and its transaction
+  (``engine.begin()``: BEGIN … COMMIT), reads on an autocommit engine, and the statements of
+  `bench/floor.py` (``LOCK_AND_STORED``, ``WRITE_ALL``, the session's SELECT) sent on the
+  pooled connection's driver cursor, as the product sends its hot statements (SQLAlchemy's
+  result objects cost more than the statements: ``platform/db.py``);
 - the API's rate limit: one counter increment in Redis through the ``limits`` library, as the
   product counts every ``/v1/`` request in the broker's Redis.
 
@@ -46,6 +48,12 @@ app = Flask(__name__)
 app.config.update(API_TITLE="stack floor", API_VERSION="1", OPENAPI_VERSION="3.1.0")
 URL = os.environ.get("FLOOR_DATABASE_URL", "").replace("postgresql://", "postgresql+psycopg://")
 engine = sa.create_engine(URL, pool_size=1, max_overflow=0) if URL else None
+#: Reads are single autocommit statements (no BEGIN/ROLLBACK), as the product's are.
+reads = (
+    sa.create_engine(URL, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT")
+    if URL
+    else None
+)
 counters = storage_from_string(os.environ.get("FLOOR_REDIS_URL", "memory://"))
 api = Api(app)
 blp = Blueprint("stack", __name__, url_prefix="/orgs/<org>")
@@ -72,9 +80,18 @@ def _count() -> None:
     counters.incr(f"stack/{request.remote_addr}/60", 60)
 
 
+def cursor(conn: sa.Connection) -> Any:
+    """The pooled driver connection's cursor, kept with it (psycopg reads rows at once)."""
+    fairy = conn.connection
+    kept = fairy.info.get("cursor")
+    if kept is None:
+        kept = fairy.info["cursor"] = fairy.driver_connection.cursor()
+    return kept
+
+
 def org_id(slug: str) -> int:
     if slug not in _orgs:
-        with engine.connect() as conn:
+        with reads.connect() as conn:
             row = conn.exec_driver_sql("SELECT id FROM orgs WHERE slug = %(slug)s", {"slug": slug})
             _orgs[slug] = row.scalar_one()
     return _orgs[slug]
@@ -99,11 +116,12 @@ def hello() -> Response:
 class Session(MethodView):
     @blp.response(200)
     def get(self, org: str, session_id: str) -> Response:
-        with engine.connect() as conn:
-            row = conn.exec_driver_sql(
-                SESSION_SELECT, {"session_id": session_id, "org_id": org_id(org)}
-            ).first()
-            conn.rollback()
+        with reads.connect() as conn:
+            row = (
+                cursor(conn)
+                .execute(SESSION_SELECT, {"session_id": session_id, "org_id": org_id(org)})
+                .fetchone()
+            )
         if row is None or row[13] != token_hash():
             return Response(status=404)
         etag = f'"{row[14]}"'
@@ -122,9 +140,11 @@ class Steps(MethodView):
         since = at.replace(year=at.year - 1)
         params: dict[str, Any] = {"session_id": session_id, "org_id": org_id(org)}
         with engine.begin() as conn:
-            row = conn.exec_driver_sql(
-                LOCK_AND_STORED, {**params, "key": key, "since": since}
-            ).first()
+            row = (
+                cursor(conn)
+                .execute(LOCK_AND_STORED, {**params, "key": key, "since": since})
+                .fetchone()
+            )
             current, answers, version, stored_hash = row[4], row[5], row[14], row[13]
             if stored_hash != token_hash() or body["step_id"] != current:
                 return Response(status=409)
@@ -132,7 +152,7 @@ class Steps(MethodView):
             following = next_step(current)
             response = state(session_id, version + 1, following)
             payload = {"session_id": session_id, "seq": version, **body}
-            conn.exec_driver_sql(
+            cursor(conn).execute(
                 WRITE_ALL,
                 {
                     **params,
