@@ -201,59 +201,75 @@ def same_statements_step(org: str, session_id: str) -> Response:
     """The product's round trips for a step, without the product: BEGIN, the locking read,
     the one write statement, COMMIT (the deliveries are written delivered: no worker runs)."""
     body = request.get_json()
-    key = request.headers.get("Idempotency-Key")
     conn = connection()
-    at = now()
-    since = at.replace(year=at.year - 1)
     params: dict[str, Any] = {"session_id": session_id, "org_id": org_id(org)}
     with conn.transaction():
+        key, since = request.headers.get("Idempotency-Key"), key_since()
         row = conn.execute(LOCK_AND_STORED, {**params, "key": key, "since": since}).fetchone()
-        current, answers, version, stored_hash = row[4], row[5], row[14], row[13]
-        if stored_hash != token_hash() or body["step_id"] != current:
-            return Response(status=409)
-        answers[body["step_id"]] = body.get("answer")
-        following = next_step(current)
-        response = state(session_id, version + 1, following)
-        payload = {"session_id": session_id, "seq": version, **body}
-        conn.execute(
-            WRITE_ALL,
-            {
-                **params,
-                "step": following,
-                "answers": json.dumps(answers),
-                "status": "active" if following else "completed",
-                "version": version + 1,
-                "seq": version,
-                "at": at,
-                "step_id": body["step_id"],
-                "answer": json.dumps(body.get("answer")),
-                "event_id": uuid.uuid4(),
-                "payload": json.dumps(payload),
-                "key": key,
-                "hash": "x" * 64,
-                "body": response.get_data(as_text=True),
-                "since": since,
-            },
-        )
+        writes, response = same_writes(params, body, row, key, since)
+        if writes is not None:
+            conn.execute(WRITE_ALL, writes)
     return response
+
+
+def key_since() -> datetime:
+    """Idempotency-Keys stored after this are live (the product keeps them a day; a year
+    here: the bench's keys never expire during a run)."""
+    at = now()
+    return at.replace(year=at.year - 1)
+
+
+def same_writes(
+    params: dict[str, Any], body: dict[str, Any], row: Any, key: str | None, since: datetime
+) -> tuple[dict[str, Any] | None, Response]:
+    """The parameters of ``WRITE_ALL`` for the locked ``row`` and the response to send; no
+    parameters (and a 409) when the token or the step does not match."""
+    current, answers, version, stored_hash = row[4], row[5], row[14], row[13]
+    if stored_hash != token_hash() or body["step_id"] != current:
+        return None, Response(status=409)
+    answers[body["step_id"]] = body.get("answer")
+    following = next_step(current)
+    response = state(params["session_id"], version + 1, following)
+    at = now()
+    return {
+        **params,
+        "step": following,
+        "answers": json.dumps(answers),
+        "status": "active" if following else "completed",
+        "version": version + 1,
+        "seq": version,
+        "at": at,
+        "step_id": body["step_id"],
+        "answer": json.dumps(body.get("answer")),
+        "event_id": uuid.uuid4(),
+        "payload": json.dumps({"session_id": params["session_id"], "seq": version, **body}),
+        "key": key,
+        "hash": "x" * 64,
+        "body": response.get_data(as_text=True),
+        "since": since,
+    }, response
+
+
+#: The product's read of a session (PostgreSQL).
+SESSION_SELECT = (
+    "SELECT s.id, s.org_id, s.flow_id, s.flow_version_id, s.current_step_id, s.answers, "
+    "s.status, s.name, s.email, s.phone, s.external_user_id, s.learner_id, "
+    "s.memory_container, s.token_hash, s.version, s.created_at, s.updated_at, "
+    "s.completed_at, v.checksum FROM learner_sessions s "
+    "JOIN flow_versions v ON v.id = s.flow_version_id "
+    "WHERE s.id = %(session_id)s AND s.org_id = %(org_id)s"
+)
 
 
 @app.get("/orgs/<org>/sessions/<session_id>")
 def read_session(org: str, session_id: str) -> Response:
     """The product's read of a session in one autocommit SELECT; 304 when the ETag holds."""
-    row = (
-        connection("read")
-        .execute(
-            "SELECT s.id, s.org_id, s.flow_id, s.flow_version_id, s.current_step_id, s.answers, "
-            "s.status, s.name, s.email, s.phone, s.external_user_id, s.learner_id, "
-            "s.memory_container, s.token_hash, s.version, s.created_at, s.updated_at, "
-            "s.completed_at, v.checksum FROM learner_sessions s "
-            "JOIN flow_versions v ON v.id = s.flow_version_id "
-            "WHERE s.id = %s AND s.org_id = %s",
-            (session_id, org_id(org)),
-        )
-        .fetchone()
-    )
+    params = {"session_id": session_id, "org_id": org_id(org)}
+    return read_response(session_id, connection("read").execute(SESSION_SELECT, params).fetchone())
+
+
+def read_response(session_id: str, row: Any) -> Response:
+    """404 unless ``row`` is the token's session; 304 when If-None-Match holds its version."""
     if row is None or row[13] != token_hash():
         return Response(status=404)
     etag = f'"{row[14]}"'

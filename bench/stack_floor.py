@@ -27,11 +27,7 @@ and the product is therefore the product's own per-request code; the gap between
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import marshmallow as ma
@@ -42,7 +38,14 @@ from flask_smorest import Api, Blueprint
 from limits.storage import storage_from_string
 from marshmallow import fields, validate
 
-from bench.floor import LOCK_AND_STORED, WRITE_ALL, next_step
+from bench.floor import (
+    LOCK_AND_STORED,
+    SESSION_SELECT,
+    WRITE_ALL,
+    key_since,
+    read_response,
+    same_writes,
+)
 
 app = Flask(__name__)
 app.config.update(API_TITLE="stack floor", API_VERSION="1", OPENAPI_VERSION="3.1.0")
@@ -58,15 +61,6 @@ counters = storage_from_string(os.environ.get("FLOOR_REDIS_URL", "memory://"))
 api = Api(app)
 blp = Blueprint("stack", __name__, url_prefix="/orgs/<org>")
 _orgs: dict[str, int] = {}
-
-SESSION_SELECT = (
-    "SELECT s.id, s.org_id, s.flow_id, s.flow_version_id, s.current_step_id, s.answers, "
-    "s.status, s.name, s.email, s.phone, s.external_user_id, s.learner_id, "
-    "s.memory_container, s.token_hash, s.version, s.created_at, s.updated_at, "
-    "s.completed_at, v.checksum FROM learner_sessions s "
-    "JOIN flow_versions v ON v.id = s.flow_version_id "
-    "WHERE s.id = %(session_id)s AND s.org_id = %(org_id)s"
-)
 
 
 class StepSubmission(ma.Schema):
@@ -97,16 +91,6 @@ def org_id(slug: str) -> int:
     return _orgs[slug]
 
 
-def token_hash() -> str:
-    token = request.headers["Authorization"].removeprefix("Bearer ")
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def state(session_id: str, version: int, step: str | None) -> Response:
-    body = json.dumps({"session": {"id": session_id, "version": version, "current_step_id": step}})
-    return Response(body, mimetype="application/json", headers={"ETag": f'"{version}"'})
-
-
 @app.get("/hello")
 def hello() -> Response:
     return Response('{"hello": "world"}', mimetype="application/json")
@@ -116,18 +100,10 @@ def hello() -> Response:
 class Session(MethodView):
     @blp.response(200)
     def get(self, org: str, session_id: str) -> Response:
+        params = {"session_id": session_id, "org_id": org_id(org)}
         with reads.connect() as conn:
-            row = (
-                cursor(conn)
-                .execute(SESSION_SELECT, {"session_id": session_id, "org_id": org_id(org)})
-                .fetchone()
-            )
-        if row is None or row[13] != token_hash():
-            return Response(status=404)
-        etag = f'"{row[14]}"'
-        if request.headers.get("If-None-Match") == etag:
-            return Response(status=304, headers={"ETag": etag})
-        return state(session_id, row[14], row[4])
+            row = cursor(conn).execute(SESSION_SELECT, params).fetchone()
+        return read_response(session_id, row)
 
 
 @blp.route("/sessions/<session_id>/steps")
@@ -135,43 +111,13 @@ class Steps(MethodView):
     @blp.arguments(StepSubmission)
     @blp.response(200)
     def post(self, body: dict[str, Any], org: str, session_id: str) -> Response:
-        key = request.headers.get("Idempotency-Key")
-        at = datetime.now(UTC).replace(tzinfo=None)
-        since = at.replace(year=at.year - 1)
         params: dict[str, Any] = {"session_id": session_id, "org_id": org_id(org)}
         with engine.begin() as conn:
-            row = (
-                cursor(conn)
-                .execute(LOCK_AND_STORED, {**params, "key": key, "since": since})
-                .fetchone()
-            )
-            current, answers, version, stored_hash = row[4], row[5], row[14], row[13]
-            if stored_hash != token_hash() or body["step_id"] != current:
-                return Response(status=409)
-            answers[body["step_id"]] = body["answer"]
-            following = next_step(current)
-            response = state(session_id, version + 1, following)
-            payload = {"session_id": session_id, "seq": version, **body}
-            cursor(conn).execute(
-                WRITE_ALL,
-                {
-                    **params,
-                    "step": following,
-                    "answers": json.dumps(answers),
-                    "status": "active" if following else "completed",
-                    "version": version + 1,
-                    "seq": version,
-                    "at": at,
-                    "step_id": body["step_id"],
-                    "answer": json.dumps(body["answer"]),
-                    "event_id": uuid.uuid4(),
-                    "payload": json.dumps(payload),
-                    "key": key,
-                    "hash": "x" * 64,
-                    "body": response.get_data(as_text=True),
-                    "since": since,
-                },
-            )
+            key, since = request.headers.get("Idempotency-Key"), key_since()
+            row = cursor(conn).execute(LOCK_AND_STORED, {**params, "key": key, "since": since})
+            writes, response = same_writes(params, body, row.fetchone(), key, since)
+            if writes is not None:
+                cursor(conn).execute(WRITE_ALL, writes)
         return response
 
 
