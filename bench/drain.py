@@ -61,7 +61,8 @@ def start_sink() -> tuple[subprocess.Popen, str]:
 
 
 def profile_sink_calls(profiles: list[cProfile.Profile]) -> None:
-    """Profile each sink call in its thread (cProfile sees one thread)."""
+    """Profile each sink call in its thread (cProfile sees one thread), in CPU time (so a
+    thread waiting for the GIL or a reply counts nothing)."""
     from mentorflow.delivery import services
 
     original = services._sink_call
@@ -70,7 +71,7 @@ def profile_sink_calls(profiles: list[cProfile.Profile]) -> None:
         call = original(*args)
 
         def run() -> object:
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.thread_time)
             profiler.enable()
             try:
                 return call()
@@ -134,7 +135,7 @@ def drain(profile: bool) -> None:
                 )
                 db.session.commit()
             backlog = inst.pending()
-            profiler = cProfile.Profile() if profile else None
+            profiler = cProfile.Profile(time.thread_time) if profile else None
             calls_profiled: list[cProfile.Profile] = []
             if profile:
                 profile_sink_calls(calls_profiled)

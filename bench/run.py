@@ -330,7 +330,10 @@ def wrk(
         "--",
         *args,
     ]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:  # say why: a bare CalledProcessError hid the streams row's crash
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    output = done.stdout
     raw = json.loads(output.strip().splitlines()[-1])
     seconds = raw["duration_us"] / 1e6
     ok = raw["requests"] - raw["non_2xx"]

@@ -1,12 +1,13 @@
 """Claiming due deliveries, calling their sinks, and recording the outcome.
 
 A worker's deliveries flow, they don't march in batches: claims are grouped into sink calls
-(one PostHog batch per org, one Supermemory batch per memory container), the calls run side
-by side with a cap per org (see dispatch.py), each call's outcome is recorded as soon as it
-returns, and while calls run the worker keeps claiming for the orgs that are not at their
-cap. So a slow or failing org delays only itself: its calls end at their deadline
-(``SINK_TIMEOUT``), and another org's deliveries neither wait in its line nor behind its
-batch.
+(one PostHog batch per project, one Supermemory call per org, one call per webhook endpoint
+whose events go one request each, in turn, each within its own deadline), the calls run side
+by side with a cap per org (see dispatch.py), the outcomes of the calls that have returned
+are recorded together with the webhook attempts' log, and while calls run the worker keeps
+claiming for the orgs that are not at their cap. So a slow or failing org delays only
+itself: its calls end at their deadline (``SINK_TIMEOUT``), and another org's deliveries
+neither wait in its line nor behind its batch.
 
 A claim pushes ``next_attempt_at`` forward by the lease and counts the attempt, in a short
 transaction of its own (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
