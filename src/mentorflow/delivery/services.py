@@ -417,6 +417,11 @@ def deliver_due(
             # per container, a webhook request) capped a worker at a few hundred a second.
             finished = dispatcher.wait(_POLL_SECONDS)
             if finished:
+                # An org with room again is looked at once, not at the next poll: a look that
+                # skipped it as busy found "nothing" only for the others.
+                busy = dispatcher.busy_orgs()
+                if any(call.org_id not in busy for call, _ in finished):
+                    found_none = False
                 outcomes = [outcome for _, (done, _) in finished for outcome in done]
                 given_back = [claim for _, (_, back) in finished for claim in back]
                 total.add(
