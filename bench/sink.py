@@ -3,7 +3,9 @@ event arrives.
 
 Run as a process: ``python bench/sink.py PORT``. ``GET /arrivals`` returns
 ``{"posthog": {uuid: unix_time}, "memory": {document_id: unix_time}, "webhook":
-{webhook_id: unix_time}}`` (first arrival).
+{webhook_id: unix_time}}`` (first arrival); ``GET /connections`` returns how many
+connections were opened to it and how many requests they carried (kept-alive connections
+carry many).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 arrivals: dict[str, dict[str, float]] = {"posthog": {}, "memory": {}, "webhook": {}}
+counts = {"connections": 0, "requests": 0}
 lock = threading.Lock()
 
 
@@ -24,9 +27,14 @@ class Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; without this, Nagle + delayed ACK add ~40 ms.
     disable_nagle_algorithm = True
 
+    def setup(self) -> None:
+        super().setup()
+        with lock:
+            counts["connections"] += 1
+
     def do_GET(self) -> None:
         with lock:
-            body = json.dumps(arrivals).encode()
+            body = json.dumps(counts if self.path == "/connections" else arrivals).encode()
         self._send(200, body)
 
     def do_POST(self) -> None:
@@ -36,6 +44,7 @@ class Handler(BaseHTTPRequestHandler):
             raw = gzip.decompress(raw)
         body = json.loads(raw or b"{}")
         with lock:
+            counts["requests"] += 1
             if self.path.startswith("/webhook"):
                 arrivals["webhook"].setdefault(self.headers.get("webhook-id", ""), now)
                 answer = b"{}"

@@ -43,6 +43,8 @@ from bench.run import (  # noqa: E402
 STREAMS = int(os.environ.get("MENTORFLOW_BENCH_STREAMS", "1000"))
 COMMIT_RATE = 100.0
 CONNECTIONS = 32
+#: Sessions per connection for the one-second warm-up: 80 steps each, more than it can take.
+WARM_UP_SESSIONS = 4
 #: Each throughput measurement spans a whole heartbeat round (15 s) of the open streams.
 THROUGHPUT_SECONDS = max(SECONDS, 16.0)
 
@@ -103,7 +105,7 @@ def percentile(values: list[float], p: float) -> float:
 def run_streams() -> dict[str, Any]:
     """Measure and return the live-push figures."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    database = PG_URL.rsplit("/", 1)[0] + "/mentorflow_bench_streams"
+    database = f"{PG_URL}_streams"
     recreate_database(database)
     inst = Installation(
         database, Path(tempfile.mkdtemp(prefix="bench-streams-")), "http://127.0.0.1:9"
@@ -117,7 +119,7 @@ def run_streams() -> dict[str, Any]:
         }
     )
     # Fresh sessions per throughput measurement (each walks 20 steps).
-    measured = int(THROUGHPUT_SECONDS * 1500 / 20) + 50 + CONNECTIONS
+    measured = int(THROUGHPUT_SECONDS * 1500 / 20) + 50 + WARM_UP_SESSIONS * CONNECTIONS
     pairs = inst.seed(STREAMS + 2 * measured)
     streamed, before, during = (
         pairs[:STREAMS],
@@ -132,11 +134,13 @@ def run_streams() -> dict[str, Any]:
     ready, out, stop = context.Queue(), context.Queue(), context.Event()
     holder = None
     try:
-        # Warm up, unmeasured: a session per connection (wrk gives each thread its own).
-        measure_steps(port, before[:CONNECTIONS], CONNECTIONS, "/v1", seconds=1)
-        without = measure_steps(
-            port, before[CONNECTIONS:], CONNECTIONS, "/v1", seconds=THROUGHPUT_SECONDS
-        )
+        # Warm up, unmeasured: each connection gets sessions of its own (wrk gives each
+        # thread its share), more than it can walk in a second. With one each, a connection
+        # that took more than its session's 20 steps in that second ran out of sessions, and
+        # wrk stopped with a Lua error: the crash of this phase on a quiet machine.
+        warm = WARM_UP_SESSIONS * CONNECTIONS
+        measure_steps(port, before[:warm], CONNECTIONS, "/v1", seconds=1)
+        without = measure_steps(port, before[warm:], CONNECTIONS, "/v1", seconds=THROUGHPUT_SECONDS)
         holder = context.Process(target=_holder, args=(port, streamed, ready, stop, out))
         holder.start()
         opened, failed = ready.get(timeout=300)

@@ -294,3 +294,38 @@ def test_the_log_replays_and_automatic_disabling(
         == 0
     )
     assert current_app.config["WEBHOOK_DISABLE_AFTER"] == 1
+
+
+def test_an_endpoints_events_share_a_call_each_request_within_its_own_deadline(
+    ctx, client, create_org, publish_flow, learner, dripper, monkeypatch
+):
+    # A receiver that never finishes answering: each request is cut at its own deadline (not
+    # one deadline for the batch), and the events whose request could not end well before
+    # the claims' lease does are given back untried, not counted as failed attempts.
+    monkeypatch.setitem(ctx.config, "ALLOW_PRIVATE_SINKS", True)
+    monkeypatch.setitem(ctx.config, "SINKS", [])
+    monkeypatch.setitem(ctx.config, "SINK_TIMEOUT", 1)
+    monkeypatch.setitem(ctx.config, "DELIVERY_LEASE_SECONDS", 5)
+    keys = create_org()
+    publish_flow(keys.org, SMALL_FLOW)
+    begin_write(db.session)
+    endpoint, _ = webhooks.create_endpoint(keys.org.id, ctx.config, url=dripper.url + "/hook")
+    db.session.commit()
+    for _ in range(5):
+        learner(keys).start("onboarding")
+    db.session.rollback()
+    started = time.monotonic()
+    result = delivery.deliver_due(budget_seconds=0.1)
+    elapsed = time.monotonic() - started
+    db.session.rollback()
+    assert dripper.requests == 3 and 2.9 < elapsed < 4.5
+    assert (result.delivered, result.retried, result.dead) == (0, 3, 0)
+    rows = db.session.execute(
+        sa.select(Delivery.attempts, Delivery.last_error).where(Delivery.sink == endpoint.sink)
+    ).all()
+    tried = [row for row in rows if row.attempts == 1]
+    assert len(tried) == 3 and all("within the deadline" in row.last_error for row in tried)
+    assert [(row.attempts, row.last_error) for row in rows if row not in tried] == [(0, None)] * 2
+    assert delivery.count_due() == 2  # the two given back are due at once
+    logged = webhooks.list_attempts(endpoint)
+    assert len(logged) == 3 and not any(attempt.succeeded for attempt in logged)

@@ -30,6 +30,11 @@ function request()
   if step == steps then
     current, step = current + 1, 0
   end
+  if sessions[current] == nil then
+    -- Out of sessions (a connection walked more steps than it was given): a request that
+    -- counts as a failure (404), never a Lua error, which ends wrk and the whole run.
+    return wrk.format("GET", "/out-of-sessions")
+  end
   local session_id, token = sessions[current]:match("(%S+) (%S+)")
   step = step + 1
   local body = '{"step_id": "phase-1-step-' .. step .. '", "answer": ' .. answers[(step - 1) % 4 + 1] .. "}"

@@ -1,12 +1,13 @@
 """Claiming due deliveries, calling their sinks, and recording the outcome.
 
 A worker's deliveries flow, they don't march in batches: claims are grouped into sink calls
-(one PostHog batch per org, one Supermemory batch per memory container), the calls run side
-by side with a cap per org (see dispatch.py), each call's outcome is recorded as soon as it
-returns, and while calls run the worker keeps claiming for the orgs that are not at their
-cap. So a slow or failing org delays only itself: its calls end at their deadline
-(``SINK_TIMEOUT``), and another org's deliveries neither wait in its line nor behind its
-batch.
+(one PostHog batch per project, one Supermemory call per org, one call per webhook endpoint
+whose events go one request each, in turn, each within its own deadline), the calls run side
+by side with a cap per org (see dispatch.py), the outcomes of the calls that have returned
+are recorded together with the webhook attempts' log, and while calls run the worker keeps
+claiming for the orgs that are not at their cap. So a slow or failing org delays only
+itself: its calls end at their deadline (``SINK_TIMEOUT``), and another org's deliveries
+neither wait in its line nor behind its batch.
 
 A claim pushes ``next_attempt_at`` forward by the lease and counts the attempt, in a short
 transaction of its own (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
@@ -22,6 +23,7 @@ import random
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,7 +34,8 @@ from flask import current_app
 
 from mentorflow.delivery.dispatch import Call, Dispatcher
 from mentorflow.delivery.sinks import DeliveryFailed, OutboundEvent, Sink, build_sink
-from mentorflow.delivery.webhooks import build_webhook_sink, endpoint_id_of
+from mentorflow.delivery.sinks.webhook import AttemptLog
+from mentorflow.delivery.webhooks import build_webhook_sink, endpoint_id_of, record_attempts
 from mentorflow.platform.db import begin_write, utcnow
 from mentorflow.platform.extensions import db
 from mentorflow.platform.outbound import deadline
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.25
 
 Outcome = tuple["Claim", str | None, bool]
+#: What a sink call returns: its outcomes, and the claims it gave back without attempting them.
+Returned = tuple[list[Outcome], list["Claim"]]
 
 
 @dataclass(frozen=True)
@@ -181,13 +186,33 @@ def group_claims(
     return list(groups.values()), failed
 
 
-def _sink_call(sink: Sink, claims: list[Claim], seconds: float) -> Any:
-    def call() -> list[Outcome]:
+def _sink_call(sink: Sink, claims: list[Claim], seconds: float, start_by: float) -> Any:
+    if getattr(sink, "request_per_event", False):
+
+        def call() -> Returned:
+            return _in_turn(sink, claims, seconds, start_by)
+
+        return call
+
+    def call_once() -> Returned:
         # One deadline for the call, the one-by-one retries after a crash included.
         with deadline(seconds):
-            return _call_sink(sink, claims)
+            return _call_sink(sink, claims), []
 
-    return call
+    return call_once
+
+
+def _in_turn(sink: Sink, claims: list[Claim], seconds: float, start_by: float) -> Returned:
+    """Deliver a request-per-event sink's claims one after the other (on its kept-alive
+    connection), each within a deadline of its own; give back, unattempted, those whose
+    request could not end by ``start_by`` (before their lease does)."""
+    outcomes: list[Outcome] = []
+    for index, claim in enumerate(claims):
+        if index and time.monotonic() + seconds > start_by:
+            return outcomes, claims[index:]
+        with deadline(seconds):
+            outcomes += _call_sink(sink, [claim])
+    return outcomes, []
 
 
 def _call_sink(sink: Sink, claims: list[Claim]) -> list[Outcome]:
@@ -215,10 +240,16 @@ def _call_sink(sink: Sink, claims: list[Claim]) -> list[Outcome]:
 
 
 def record_outcomes(
-    outcomes: list[Outcome], max_attempts: int, config: Mapping[str, Any]
+    outcomes: list[Outcome],
+    max_attempts: int,
+    config: Mapping[str, Any],
+    *,
+    given_back: list[Claim] | tuple[()] = (),
+    attempts: list[AttemptLog] | tuple[()] = (),
 ) -> BatchResult:
-    """Write the outcomes of a sink call in one transaction: one statement for all the
-    delivered."""
+    """Write the outcomes of sink calls in one transaction: one statement for all the
+    delivered; with them, the claims given back unattempted (due again now) and the webhook
+    attempts made (their log)."""
     now = utcnow()
     delivered: list[tuple[uuid.UUID, str]] = []
     retries: list[dict[str, Any]] = []
@@ -258,11 +289,17 @@ def record_outcomes(
             .where(sa.tuple_(Delivery.event_id, Delivery.sink).in_(delivered))
             .values(status=DeliveryStatus.DELIVERED, delivered_at=now, last_error=None)
         )
+    if given_back:
+        db.session.execute(_given_back(given_back, now))
     connection = db.session.connection()
     if retries:
         connection.execute(_RETRY_LATER, retries)
     if deaths:
         connection.execute(_GIVE_UP, deaths)
+    # The log of the requests made, in the same commit (one per attempt capped a worker).
+    record_attempts(
+        connection, list(attempts), disable_after=float(config["WEBHOOK_DISABLE_AFTER"])
+    )
     db.session.commit()
     return result
 
@@ -284,20 +321,33 @@ _GIVE_UP = _ONE_DELIVERY.values(status=DeliveryStatus.DEAD, last_error=sa.bindpa
 
 
 class SinkCache:
-    """Sinks built once per (sink, org) for the life of a task, then closed."""
+    """Sinks built once per (sink, org) for the life of a task, then closed; the webhook
+    attempts their calls made, until :meth:`take_attempts`."""
 
     def __init__(self) -> None:
         self._sinks: dict[tuple[str, str], Sink] = {}
+        # Appended to by the sink-call threads (a deque's ends are thread-safe).
+        self._attempts: deque[AttemptLog] = deque()
 
     def get(self, name: str, org: str, org_settings: Mapping[str, Any]) -> Sink:
         key = (name, org)
         if key not in self._sinks:
             endpoint_id = endpoint_id_of(name)
             if endpoint_id is not None:
-                self._sinks[key] = build_webhook_sink(endpoint_id, current_app.config)
+                self._sinks[key] = build_webhook_sink(
+                    endpoint_id, current_app.config, self._attempts.append
+                )
             else:
                 self._sinks[key] = build_sink(name, org_settings, current_app.config)
         return self._sinks[key]
+
+    def take_attempts(self) -> list[AttemptLog]:
+        """Return the attempts made since the last call (each call's, once it has
+        returned, among them)."""
+        taken = []
+        while self._attempts:
+            taken.append(self._attempts.popleft())
+        return taken
 
     def close(self) -> None:
         for sink in self._sinks.values():
@@ -345,11 +395,14 @@ def deliver_due(
                 groups, failed = group_claims(claims, sinks)
                 if failed:
                     total.add(record_outcomes(failed, max_attempts, config))
+                # A request-per-event call starts no request that could outlast three
+                # quarters of its claims' lease.
+                start_by = now + 0.75 * lease
                 for sink, group in groups:
                     dispatcher.add(
                         Call(
                             group[0].org_id,
-                            _sink_call(sink, group, call_deadline),
+                            _sink_call(sink, group, call_deadline, start_by),
                             group,
                             queued_at=now,
                         )
@@ -359,35 +412,66 @@ def deliver_due(
                 release_claims([claim for call in stale for claim in call.payload])
             if dispatcher.idle() and time.monotonic() >= stop_claiming_at:
                 break
-            # The outcomes of every call that has returned, in one transaction: a commit
-            # waits for the disk, and one per call (a Supermemory call per container)
-            # capped a worker at a few hundred deliveries a second.
+            # The outcomes of every call that has returned, and the attempts logged, in one
+            # transaction: a commit waits for the disk, and one per call (a Supermemory call
+            # per container, a webhook request) capped a worker at a few hundred a second.
             finished = dispatcher.wait(_POLL_SECONDS)
             if finished:
-                outcomes = [outcome for _, returned in finished for outcome in returned]
-                total.add(record_outcomes(outcomes, max_attempts, config))
+                # An org with room again is looked at once, not at the next poll: a look that
+                # skipped it as busy found "nothing" only for the others.
+                busy = dispatcher.busy_orgs()
+                if any(call.org_id not in busy for call, _ in finished):
+                    found_none = False
+                outcomes = [outcome for _, (done, _) in finished for outcome in done]
+                given_back = [claim for _, (_, back) in finished for claim in back]
+                total.add(
+                    record_outcomes(
+                        outcomes,
+                        max_attempts,
+                        config,
+                        given_back=given_back,
+                        attempts=sinks.take_attempts(),
+                    )
+                )
     finally:
         never_started = dispatcher.close()
         sinks.close()
         if never_started:
             db.session.rollback()
             release_claims([claim for call in never_started for claim in call.payload])
+        _log_attempts_left(sinks.take_attempts(), config)
     return total
+
+
+def _log_attempts_left(attempts: list[AttemptLog], config: Mapping[str, Any]) -> None:
+    """Log the attempts of calls whose outcomes were not recorded (the task stopped)."""
+    if not attempts:
+        return
+    try:
+        db.session.rollback()
+        record_outcomes([], 0, config, attempts=attempts)
+    except Exception:
+        db.session.rollback()
+        log.exception("could not log %d webhook attempts", len(attempts))
 
 
 def release_claims(claims: list[Claim]) -> None:
     """Give claims back unattempted: due now, without the attempt their claim counted."""
     begin_write(db.session)
-    db.session.execute(
+    db.session.execute(_given_back(claims, utcnow()))
+    db.session.commit()
+
+
+def _given_back(claims: list[Claim], now: datetime) -> sa.Update:
+    return (
         _still_pending(sa.update(Delivery))
         .where(
             sa.tuple_(Delivery.event_id, Delivery.sink).in_(
                 [(claim.event.id, claim.sink) for claim in claims]
             )
         )
-        .values(next_attempt_at=utcnow(), attempts=Delivery.attempts - 1)
+        .values(next_attempt_at=now, attempts=Delivery.attempts - 1)
     )
-    db.session.commit()
 
 
 def count_due(now: datetime | None = None) -> int:

@@ -3,7 +3,8 @@
 An endpoint is a sink named ``webhook:<id>``: an outbox event of a type it subscribes to gets a
 delivery row for it (see :func:`webhook_sinks`), which the workers claim, retry with backoff
 and mark ``dead`` like any sink's. Each attempt is logged (:class:`WebhookAttempt`: outcome,
-duration and response status, never the response body); an endpoint that has failed without a
+duration and response status, never the response body; kept 30 days), by a worker in the
+transaction that records the outcomes of its calls; an endpoint that has failed without a
 success for ``WEBHOOK_DISABLE_AFTER`` seconds is disabled, with a notice for the console.
 
 The signing secret (``whsec_`` + base64 of 32 random bytes, as Standard Webhooks has it) is
@@ -18,7 +19,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -461,61 +462,68 @@ def prune_attempts(now: datetime | None = None) -> int:
     return result.rowcount or 0
 
 
-def record_attempt(
-    connection: sa.Connection,
-    *,
-    endpoint_id: int,
-    event_id: uuid.UUID,
-    event_type: str,
-    succeeded: bool,
-    response_status: int | None,
-    duration_ms: int,
-    error: str | None,
-    disable_after: float,
+def record_attempts(
+    connection: sa.Connection, attempts: list[AttemptLog], *, disable_after: float
 ) -> None:
-    """Log one attempt, and keep the endpoint's failure run: a success ends it; an endpoint
-    failing for longer than ``disable_after`` seconds is disabled with a notice."""
-    now = utcnow()
+    """Log attempts (one INSERT for them all) in the caller's transaction, and keep each
+    endpoint's failure run: a success ends it; an endpoint failing for longer than
+    ``disable_after`` seconds is disabled with a notice."""
+    if not attempts:
+        return
     connection.execute(
-        sa.insert(WebhookAttempt).values(
-            endpoint_id=endpoint_id,
-            event_id=event_id,
-            event_type=event_type,
-            succeeded=succeeded,
-            response_status=response_status,
-            duration_ms=duration_ms,
-            error=(error or None) and error[:2000],
-            attempted_at=now,
-        )
+        sa.insert(WebhookAttempt),
+        [
+            {
+                "endpoint_id": attempt.endpoint_id,
+                "event_id": attempt.event.id,
+                "event_type": attempt.event.type,
+                "succeeded": attempt.succeeded,
+                "response_status": attempt.response_status,
+                "duration_ms": attempt.duration_ms,
+                "error": (attempt.error or None) and attempt.error[:2000],
+                "attempted_at": attempt.attempted_at,
+            }
+            for attempt in attempts
+        ],
     )
+    by_endpoint: dict[int, list[AttemptLog]] = {}  # each endpoint's attempts, oldest first
+    for attempt in sorted(attempts, key=lambda attempt: attempt.attempted_at):
+        by_endpoint.setdefault(attempt.endpoint_id, []).append(attempt)
+    for endpoint_id, logged in by_endpoint.items():
+        _keep_failure_run(connection, endpoint_id, logged, disable_after)
+
+
+def _keep_failure_run(
+    connection: sa.Connection, endpoint_id: int, logged: list[AttemptLog], disable_after: float
+) -> None:
     table = WebhookEndpoint.__table__
-    if succeeded:
+    last = logged[-1]
+    if last.succeeded:
         connection.execute(
             sa.update(table)
             .where(table.c.id == endpoint_id, table.c.failing_since.is_not(None))
             .values(failing_since=None)
         )
         return
+    successes = [index for index, attempt in enumerate(logged) if attempt.succeeded]
+    # After a success among them, the run began at the failure that followed it; else the
+    # endpoint's run goes on (or begins at the first of them).
+    began = sa.update(table).where(table.c.id == endpoint_id)
+    if not successes:
+        began = began.where(table.c.failing_since.is_(None))
+    first = logged[successes[-1] + 1 if successes else 0]
+    connection.execute(began.values(failing_since=first.attempted_at))
+    cutoff = last.attempted_at - timedelta(seconds=disable_after)
     connection.execute(
         sa.update(table)
-        .where(table.c.id == endpoint_id, table.c.failing_since.is_(None))
-        .values(failing_since=now)
-    )
-    cutoff = now - timedelta(seconds=disable_after)
-    connection.execute(
-        sa.update(table)
-        .where(
-            table.c.id == endpoint_id,
-            table.c.enabled.is_(True),
-            table.c.failing_since <= cutoff,
-        )
+        .where(table.c.id == endpoint_id, table.c.enabled, table.c.failing_since <= cutoff)
         .values(
             enabled=False,
-            disabled_at=now,
+            disabled_at=last.attempted_at,
             disabled_reason=(
                 f"Disabled automatically: every attempt failed for over "
-                f"{_duration(disable_after)} (last: {error or 'failed'}). Fix the receiver, "
-                "enable the endpoint, then replay the failed deliveries."
+                f"{_duration(disable_after)} (last: {last.error or 'failed'}). Fix the "
+                "receiver, enable the endpoint, then replay the failed deliveries."
             )[:500],
         )
     )
@@ -532,8 +540,16 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds)} s"
 
 
-def build_webhook_sink(endpoint_id: int, config: Mapping[str, Any]) -> WebhookSink:
+def build_webhook_sink(
+    endpoint_id: int,
+    config: Mapping[str, Any],
+    on_attempt: Callable[[AttemptLog], None] | None = None,
+) -> WebhookSink:
     """Return the sink of endpoint ``endpoint_id`` (read now, in the worker's own thread).
+
+    Each attempt goes to ``on_attempt``: a worker collects them and logs them in the
+    transaction of its outcomes (:func:`record_attempts`); without one (the console's test
+    event), each attempt is logged in a transaction of its own.
 
     Raise DeliveryFailed (not retryable) for an endpoint deleted or disabled meanwhile, or whose
     secret can't be decrypted: its deliveries go ``dead``, to be replayed once it is fixed.
@@ -554,39 +570,24 @@ def build_webhook_sink(endpoint_id: int, config: Mapping[str, Any]) -> WebhookSi
     finally:
         # A read only: the worker's next claim starts a write transaction of its own.
         db.session.rollback()
-    engine = db.engine
-    disable_after = float(config["WEBHOOK_DISABLE_AFTER"])
-
-    def log_attempt(attempt: AttemptLog) -> None:
-        # Called from the sink-call thread: a connection of its own, never the session's.
-        try:
-            with (
-                engine.connect().execution_options(**_WRITE) as connection,
-                connection.begin(),
-            ):
-                if connection.dialect.name == "postgresql":
-                    # A log line, not a delivery's outcome: its commit need not wait for the
-                    # WAL flush (a crash may lose the last few milliseconds of log lines,
-                    # never an outcome, which the delivery's own transaction records).
-                    connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                record_attempt(
-                    connection,
-                    endpoint_id=endpoint_id,
-                    event_id=attempt.event.id,
-                    event_type=attempt.event.type,
-                    succeeded=attempt.succeeded,
-                    response_status=attempt.response_status,
-                    duration_ms=attempt.duration_ms,
-                    error=attempt.error,
-                    disable_after=disable_after,
-                )
-        except Exception:
-            log.exception("could not log an attempt of webhook endpoint %s", endpoint_id)
-
+    if on_attempt is None:
+        on_attempt = _logger_of_attempts(db.engine, float(config["WEBHOOK_DISABLE_AFTER"]))
     return WebhookSink(
         endpoint_id,
         url,
         secrets_now,
         policy=OutboundPolicy.from_config(config),
-        on_attempt=log_attempt,
+        on_attempt=on_attempt,
     )
+
+
+def _logger_of_attempts(engine: sa.Engine, disable_after: float) -> Callable[[AttemptLog], None]:
+    def log_attempt(attempt: AttemptLog) -> None:
+        # Its own connection and transaction, never the session's.
+        try:
+            with engine.connect().execution_options(**_WRITE) as connection, connection.begin():
+                record_attempts(connection, [attempt], disable_after=disable_after)
+        except Exception:
+            log.exception("could not log an attempt of webhook endpoint %s", attempt.endpoint_id)
+
+    return log_attempt

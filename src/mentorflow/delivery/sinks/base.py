@@ -51,7 +51,9 @@ class DeliveryFailed(Exception):
 # A sink sends events through an official client and either returns (delivered) or raises
 # DeliveryFailed, saying whether trying again can help. Every call must be idempotent per
 # event, because a worker that dies mid-batch delivers again: PostHog dedupes on the event
-# ``uuid``; Supermemory upserts the document ``id``.
+# ``uuid``; Supermemory upserts the document ``id``. A sink that makes one request per event
+# says so with ``request_per_event = True``: a worker's call then gives each event its own
+# deadline (and may give back, untried, those it has no time left for), not one for all.
 class Sink(Protocol):
     """Delivers outbox events to one destination."""
 

@@ -5,6 +5,11 @@ dedupe on it), ``webhook-timestamp`` (now, in seconds: fresh on every attempt) a
 ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` for each signing
 secret (two, space-separated, while a rotated-out secret is still valid). The body is
 ``{type, timestamp, data}``.
+
+Standard Webhooks is one event per request, but a worker hands an endpoint's due events to
+one sink call: they go in turn over the endpoint's kept-alive connection, each request within
+a deadline of its own (see ``delivery.services``), so the claims, the outcomes' transaction and
+the thread are paid once per batch rather than once per event.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import requests
 
@@ -38,11 +44,14 @@ log = logging.getLogger(__name__)
 class AttemptLog:
     """What one request to an endpoint did: logged, never the reply's body."""
 
+    endpoint_id: int
     event: OutboundEvent
     succeeded: bool
     response_status: int | None
     duration_ms: int
     error: str | None
+    #: When the request was made.
+    attempted_at: datetime
 
 
 def webhook_body(event: OutboundEvent) -> bytes:
@@ -80,6 +89,10 @@ def signed_headers(
 class WebhookSink:
     """Posts events to one endpoint, signed; logs each attempt through ``on_attempt``."""
 
+    #: Each event is a request of its own, within a deadline of its own: a worker's call of
+    #: several events gives each one its deadline (never one deadline shared by the batch).
+    request_per_event = True
+
     def __init__(
         self,
         endpoint_id: int,
@@ -108,6 +121,7 @@ class WebhookSink:
         except Exception as exc:
             raise unsendable("the webhook endpoint", exc) from exc
         headers = signed_headers(self._secrets, str(event.id), body)
+        attempted_at = datetime.now(UTC)
         started = time.monotonic()
         status: int | None = None
         failure: DeliveryFailed | None = None
@@ -132,17 +146,26 @@ class WebhookSink:
                 status = exc.status
         duration_ms = int((time.monotonic() - started) * 1000)
         self._on_attempt(
-            AttemptLog(event, failure is None, status, duration_ms, failure and failure.message)
+            AttemptLog(
+                self.endpoint_id,
+                event,
+                failure is None,
+                status,
+                duration_ms,
+                failure and failure.message,
+                attempted_at,
+            )
         )
         if failure is not None:
             raise failure
 
     def batch_key(self, event: OutboundEvent) -> str:
-        """One request per event, each within its own deadline."""
-        return str(event.id)
+        """An endpoint's events share a call (one request each, in turn, each within its own
+        deadline: see :attr:`request_per_event`)."""
+        return "endpoint"
 
     def deliver_batch(self, events: list[OutboundEvent]) -> list[DeliveryFailed | None]:
-        """POST each event in turn."""
+        """POST each event in turn (within the caller's deadline)."""
         return [outcome_of(self.deliver, event) for event in events]
 
     def close(self) -> None:
